@@ -1,0 +1,13 @@
+"""gpunn: GPU kernels for training neural networks, written with Numba CUDA.
+
+Activations, losses and fused optimizer steps that run three ways: ``@cuda.jit`` kernels on a GPU (NumPy-free:
+CuPy arrays, PyTorch CUDA tensors and Numba device arrays, without a copy), the same kernels in Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``), and a CPU fallback for NumPy arrays. Nothing compiles at import time.
+"""
+
+from ._runtime import info, mode, to_device, to_host
+from .activations import *  # noqa: F401,F403
+from .activations import __all__ as _activations_all
+
+__version__ = "0.1.0"
+__all__ = ["info", "mode", "to_device", "to_host", *_activations_all]

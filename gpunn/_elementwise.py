@@ -1,0 +1,87 @@
+"""Elementwise ops from one scalar function: a grid-stride CUDA kernel and a parallel CPU loop.
+
+An op module writes its scalar math once, as ``numba.njit`` functions built per dtype (so constants are typed
+``float32(1.0)``, never a float64 literal), and this module turns each into
+
+* ``_map1``: ``out[i] = f(x[i], a, b)`` (forward ops), and
+* ``_map2``: ``out[i] = f(dy[i], x[i], a, b)`` (backward ops),
+
+each as a CUDA kernel (64-bit grid-stride loop) and a CPU loop (``prange`` over the elements, one fused pass).
+``a`` and ``b`` are the op's scalar parameters (negative_slope, alpha, beta, ...), cast to the array dtype on the
+host and passed as kernel arguments, so a new value does not recompile.
+"""
+
+import functools
+
+import numpy as np
+from numba import cuda, int64, njit, prange
+
+from ._runtime import Args, launch_config
+
+
+@functools.lru_cache(maxsize=None)
+def _map1(f):
+    @cuda.jit
+    def kernel(x, a, b, out):
+        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+            out[i] = f(x[i], a, b)
+
+    @njit(parallel=True)
+    def cpu(x, a, b, out):
+        for i in prange(x.size):
+            out[i] = f(x[i], a, b)
+
+    return kernel, cpu
+
+
+@functools.lru_cache(maxsize=None)
+def _map2(f):
+    @cuda.jit
+    def kernel(dy, x, a, b, out):
+        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+            out[i] = f(dy[i], x[i], a, b)
+
+    @njit(parallel=True)
+    def cpu(dy, x, a, b, out):
+        for i in prange(x.size):
+            out[i] = f(dy[i], x[i], a, b)
+
+    return kernel, cpu
+
+
+def _run(kernels, args, names, params):
+    arrays = [args.flat(n) for n in names]
+    n = arrays[-1].size
+    if n:
+        kernel, cpu = kernels
+        scalars = [args.dtype.type(p) for p in params]
+        call = arrays[:-1] + scalars + arrays[-1:]
+        if args.device:
+            blocks, threads = launch_config(n)
+            kernel[blocks, threads](*call)
+        else:
+            cpu(*call)
+    args.finish()
+
+
+def forward(f_for_dtype, x, out, a=0.0, b=0.0):
+    """``out = f(x)`` elementwise; ``f_for_dtype(dtype)`` gives the op's scalar njit function for that dtype."""
+    args = Args(x=x)
+    out = args.output("out", out, x.shape)
+    _run(_map1(f_for_dtype(args.dtype)), args, ["x", "out"], (a, b))
+    return out
+
+
+def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x"):
+    """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh)."""
+    args = Args(dy=dy, **{x_name: x})
+    args.same_shape("dy", x_name)
+    out = args.output("out", out, x.shape)
+    _run(_map2(f_for_dtype(args.dtype)), args, ["dy", x_name, "out"], (a, b))
+    return out
+
+
+def typed(dtype, *values):
+    """The given Python numbers as scalars of ``dtype`` (closure constants that keep float32 math in float32)."""
+    t = np.dtype(dtype).type
+    return tuple(t(v) for v in values)

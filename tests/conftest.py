@@ -1,0 +1,50 @@
+"""Test setup: with no GPU, the device path runs in Numba's CUDA simulator.
+
+The simulator must be switched on before Numba's CUDA module is first imported, so this happens here, at the top of
+the first file pytest loads. On a machine with a GPU (the lent card's device check) nothing is changed and the same
+tests run the real kernels. Set GPUNN_TEST_NO_SIM=1 to keep the simulator off (then device tests skip with no GPU).
+"""
+
+import os
+import subprocess
+
+
+def _has_gpu() -> bool:
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.environ.get("GPUNN_TEST_NO_SIM") and not _has_gpu():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import gpunn  # noqa: E402
+from gpunn import _runtime  # noqa: E402
+
+MODES = ["cpu", "device"]
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    """'cpu': NumPy arrays take the CPU path. 'device': the same data through gpunn.to_device, so the CUDA kernels run
+    (in the simulator on a machine without a GPU)."""
+    if request.param == "device" and _runtime.mode() == "cpu":
+        pytest.skip("no GPU and the simulator is off")
+    return request.param
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh generator per test, seeded from the test's name, printed on failure so a case can be replayed."""
+    seed = np.random.SeedSequence().entropy % (2**32)
+    request.node.user_properties.append(("seed", seed))
+    return np.random.default_rng(seed)
+
+
+def pytest_report_header(config):
+    info = gpunn.info()
+    return f"gpunn mode: {info['mode']} ({info.get('device')})"
