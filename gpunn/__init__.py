@@ -1,13 +1,16 @@
 """gpunn: GPU kernels for training neural networks, written with Numba CUDA.
 
-Activations, losses and fused optimizer steps that run three ways: ``@cuda.jit`` kernels on a GPU (NumPy-free:
-CuPy arrays, PyTorch CUDA tensors and Numba device arrays, without a copy), the same kernels in Numba's CUDA simulator
+Activations, losses and fused optimizer steps that run three ways: ``@cuda.jit`` kernels on a GPU (CuPy arrays,
+PyTorch CUDA tensors and Numba device arrays, taken without a copy), the same kernels in Numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``), and a CPU fallback for NumPy arrays. Nothing compiles at import time.
 """
 
+from . import optim
 from ._runtime import info, mode, to_device, to_host
 from .activations import *  # noqa: F401,F403
 from .activations import __all__ as _activations_all
+from .losses import *  # noqa: F401,F403
+from .losses import __all__ as _losses_all
 
 __version__ = "0.1.0"
-__all__ = ["info", "mode", "to_device", "to_host", *_activations_all]
+__all__ = ["info", "mode", "to_device", "to_host", "optim", *_activations_all, *_losses_all]

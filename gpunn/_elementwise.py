@@ -85,3 +85,13 @@ def typed(dtype, *values):
     """The given Python numbers as scalars of ``dtype`` (closure constants that keep float32 math in float32)."""
     t = np.dtype(dtype).type
     return tuple(t(v) for v in values)
+
+
+def register(name, forward_math, backward_math):
+    """Register an elementwise op's forward and backward kernels with the kernel build check."""
+    from . import _registry
+
+    _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt))[0],
+                         lambda dt: f"void({dt}[::1], {dt}, {dt}, {dt}[::1])")
+    _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt))[0],
+                         lambda dt: f"void({dt}[::1], {dt}[::1], {dt}, {dt}, {dt}[::1])")

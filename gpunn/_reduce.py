@@ -121,3 +121,16 @@ def device_sum(x, out, scale=1.0):
     partials = partials_array(1, blocks)
     _sum_kernel(threads)[blocks, threads](x, partials)
     finish(partials, scale, out)
+
+
+def _register():
+    from . import _registry
+
+    block = 256  # the GPU block size (block_size() outside the simulator)
+    _registry.register("reduce_finish_sum", lambda: _finish_kernel(block),
+                       "void(float64[:, :], float64[::1], float32[::1])", "float32", f64_accumulator=True)
+    _registry.for_dtypes("reduce_array_sum", lambda dt: _sum_kernel(block),
+                         lambda dt: f"void({dt}[::1], float64[:, :])", f64_accumulator=True)
+
+
+_register()

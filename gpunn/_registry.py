@@ -1,0 +1,37 @@
+"""A list of every CUDA kernel gpunn launches, with the signatures it is launched with.
+
+The kernel build check (``python -m gpunn kernels``) compiles each entry to PTX for sm_80 and sm_90 and links it to
+SASS, without a GPU. Op modules add their kernels at import time; registering compiles nothing.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+F32_1D = "float32[::1]"
+F64_1D = "float64[::1]"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str                  # e.g. "relu_forward[float32]"
+    build: Callable[[], object]  # returns the cuda.jit dispatcher (calls the op's factory; compiles nothing)
+    signature: str             # e.g. "void(float32[::1], float32, float32, float32[::1])"
+    dtype: str                 # "float32" or "float64": the data precision (float32 kernels must have no f64 math)
+    f64_accumulator: bool = False  # True for reductions that accumulate in float64 on purpose (_reduce.py)
+
+
+KERNELS: list[KernelSpec] = []
+
+
+def register(name, build, signature, dtype, f64_accumulator=False):
+    KERNELS.append(KernelSpec(name, build, signature, dtype, f64_accumulator))
+
+
+def for_dtypes(name, build_for_dtype, signature_for_dtype, f64_accumulator=False):
+    """Register one kernel for float32 and float64. ``signature_for_dtype("float32")`` gives the signature;
+    ``build_for_dtype(np.dtype)`` gives the dispatcher."""
+    import numpy as np
+
+    for dt in ("float32", "float64"):
+        register(f"{name}[{dt}]", (lambda d=dt: build_for_dtype(np.dtype(d))), signature_for_dtype(dt), dt,
+                 f64_accumulator)
