@@ -19,8 +19,9 @@ for 'sum'/'none':
 
 * ``None``: 1 (the gradient of the loss itself);
 * a Python/NumPy real: ``g`` (for 'none' it multiplies every element);
-* for 'mean'/'sum': a one-element array (0-d or shape (1,)) of the call's kind and dtype, e.g. the gradient a
-  framework holds on the device for a 0-d loss; it is read by the kernel, never copied to the host;
+* for 'mean'/'sum': a one-element array (0-d or shape (1,)): a host array (NumPy, PyTorch CPU) is read as a
+  number; a device array must have the call's kind and dtype (e.g. the gradient a framework holds on the device for
+  a 0-d loss) and is read by the kernel, never copied to the host;
 * for 'none': an array of the input's shape.
 
 Pointwise losses (mse, l1, huber, smooth_l1, bce, hinge) share one engine: a loss module writes its scalar math once
@@ -48,7 +49,7 @@ from numba import cuda, float64, int64, njit, prange
 from .. import _registry
 from .._elementwise import typed
 from .._reduce import block_partial_fn, partials_array, reduce_grid
-from .._runtime import Args, block_size, device_view, empty_like, kind, launch_config
+from .._runtime import HOST_KINDS, Args, block_size, device_view, empty_like, host_view, kind, launch_config
 
 __all__ = ["REDUCTIONS", "CPU_CHUNK", "Upstream", "check_reduction", "reduction_scale",
            "scalar_result", "upstream_grad", "finish_scalar", "broadcast_operand", "pointwise"]
@@ -132,6 +133,8 @@ def upstream_grad(grad, reduction: str, args: Args, shape, placeholder: str = "i
         return Upstream(args.flat(placeholder), 0, g * scale)
     if kind(grad) is None:
         raise TypeError(f"grad must be a real number or an array, got {type(grad).__name__}")
+    if reduction != "none" and kind(grad) in HOST_KINDS and int(np.prod(grad.shape, dtype=np.int64)) == 1:
+        return upstream_grad(float(np.asarray(host_view(grad)).reshape(-1)[0]), reduction, args, shape, placeholder)
     args.add("grad", grad)
     gshape = tuple(int(s) for s in grad.shape)
     if reduction == "none":

@@ -1,0 +1,102 @@
+r"""Binary cross-entropy with logits (PyTorch's ``binary_cross_entropy_with_logits``).
+
+With x the logit, t the target (a probability; not checked, as PyTorch), w the optional ``weight`` and pw the
+optional ``pos_weight`` (both broadcast against x):
+
+Forward:  l = w [ (1 - t) x - (1 + (pw - 1) t) logsigmoid(x) ],   logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+Gradient: dl/dx = w [ (pw t + 1 - t) sigmoid(x) - pw t ]
+
+Both forms are stable: exp only ever sees -|x|, so logits of +-100 (or +-1e30) give finite, correct losses and
+gradients, in float32 too. Reductions 'none' | 'mean' (sum / numel, whatever the weights; NaN for an empty input) |
+'sum'; the gradient is times the upstream gradient and 1/numel for 'mean'.
+
+Broadcasting: ``weight`` and ``pos_weight`` may have any shape whose non-1 axes are one contiguous run of the input's
+axes (the full shape, a scalar, (C,) for the last axis as PyTorch's pos_weight is documented, (N, 1), ...). Other
+broadcastable shapes are rejected with a ValueError naming the argument (expand them to the input's shape first).
+"""
+
+import functools
+import math
+
+from numba import njit
+
+from .._elementwise import typed
+from . import _common
+
+
+# ---- scalar math (one definition, called by the CUDA kernels and by the CPU loop) ------------------------------------
+@functools.lru_cache(maxsize=None)
+def _math(dtype):
+    zero, one = typed(dtype, 0.0, 1.0)
+
+    @njit(inline="always")
+    def f(x, t, pw, a, b):
+        e = math.exp(-abs(x))  # in (0, 1]: never overflows
+        log_sigmoid = min(x, zero) - math.log1p(e)
+        sigmoid = one / (one + e) if x >= zero else e / (one + e)
+        c = one + (pw - one) * t
+        loss = (one - t) * x - c * log_sigmoid  # (1 - t) x - (1 + (pw - 1) t) logsigmoid(x)
+        dloss = (pw * t + one - t) * sigmoid - pw * t  # (pw t + 1 - t) sigmoid(x) - pw t
+        return loss, dloss
+
+    return f
+
+
+# ---- public functions ------------------------------------------------------------------------------------------------
+def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean", *, out=None):
+    r"""Binary cross-entropy on logits (``torch.nn.functional.binary_cross_entropy_with_logits``).
+
+    .. math:: \ell_i = w_i \left[(1 - t_i)\, x_i - \bigl(1 + (p_i - 1)\, t_i\bigr) \log\sigma(x_i)\right]
+
+    Args:
+        input: logits, float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        target: probabilities in [0, 1], same shape, kind and dtype as ``input``.
+        weight: optional rescaling weight broadcast against ``input`` (see the module docstring for the shapes).
+        pos_weight: optional weight of the positive term, broadcast against ``input``; typically shape (C,) for the
+            last axis (one weight per class).
+        reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
+        out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+
+    Returns:
+        ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.binary_cross_entropy_with_logits(np.array([0.0, 100.0]), np.array([1.0, 0.0]), reduction="none")
+        array([  0.69314718, 100.        ])
+    """
+    return _common.pointwise(_math, "forward", input, target, reduction, out=out, weight=weight, pos_weight=pos_weight)
+
+
+def binary_cross_entropy_with_logits_backward(input, target, weight=None, pos_weight=None, reduction="mean",
+                                              grad=None, *, out=None):
+    r"""Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``input`` (the logits).
+
+    .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s\, w_i \left[(p_i t_i + 1 - t_i)\, \sigma(x_i) - p_i t_i\right]
+
+    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (see :func:`mse_loss_backward`).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.binary_cross_entropy_with_logits_backward(np.array([0.0, 100.0]), np.array([1.0, 0.0]), reduction="sum")
+        array([-0.5,  1. ])
+    """
+    return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out, weight=weight,
+                             pos_weight=pos_weight)
+
+
+def binary_cross_entropy_with_logits_with_grad(input, target, weight=None, pos_weight=None, reduction="mean",
+                                               grad=None):
+    r"""``(binary_cross_entropy_with_logits(...), ..._backward(...))`` from one pass over the data (one kernel).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> loss, dx = gpunn.binary_cross_entropy_with_logits_with_grad(np.zeros(2), np.ones(2), reduction="sum")
+        >>> round(float(loss), 6), dx
+        (1.386294, array([-0.5, -0.5]))
+    """
+    return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad, weight=weight,
+                             pos_weight=pos_weight)
+
+
+_common.register_pointwise("bce_with_logits", _math)

@@ -1,0 +1,99 @@
+r"""L1 loss (mean absolute error).
+
+Forward:  l_i = |x_i - t_i|,  reduced by 'none' | 'mean' (sum / numel; NaN for an empty input) | 'sum'
+Gradient: dl_i/dx_i = sign(x_i - t_i), sign(0) = 0 (PyTorch's subgradient), NaN for NaN; times the upstream gradient
+          and 1/numel for 'mean'
+
+Also exported as ``mae_loss`` (same functions).
+"""
+
+import functools
+
+from numba import njit
+
+from .._elementwise import typed
+from . import _common
+
+
+# ---- scalar math (one definition, called by the CUDA kernels and by the CPU loop) ------------------------------------
+@functools.lru_cache(maxsize=None)
+def _math(dtype):
+    zero, one = typed(dtype, 0.0, 1.0)
+
+    @njit(inline="always")
+    def f(x, t, p, a, b):
+        d = x - t
+        if d > zero:
+            s = one
+        elif d < zero:
+            s = -one
+        elif d == zero:
+            s = zero
+        else:
+            s = d  # NaN stays NaN
+        return abs(d), s  # l = |d|, dl/dx = sign(d)
+
+    return f
+
+
+# ---- public functions ------------------------------------------------------------------------------------------------
+def l1_loss(input, target, reduction="mean", *, out=None):
+    r"""L1 loss / mean absolute error (``torch.nn.functional.l1_loss``).
+
+    .. math:: \ell = \operatorname{reduce}_i\, |x_i - t_i|
+
+    Args:
+        input: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        target: same shape, kind and dtype as ``input``.
+        reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
+        out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+
+    Returns:
+        ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype (on the
+        device for device inputs; ``float(loss)`` reads it).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.l1_loss(np.array([1.0, -3.0]), np.array([0.0, 0.0]))
+        array(2.)
+    """
+    return _common.pointwise(_math, "forward", input, target, reduction, out=out)
+
+
+def l1_loss_backward(input, target, reduction="mean", grad=None, *, out=None):
+    r"""Gradient of :func:`l1_loss` with respect to ``input``.
+
+    .. math:: \frac{\partial \ell}{\partial x_i} = g_i \cdot s \cdot \operatorname{sign}(x_i - t_i),
+              \quad \operatorname{sign}(0) = 0
+
+    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad``: ``None`` (1), a scalar or
+    a one-element array for ``"mean"``/``"sum"``, an array of ``input``'s shape (or a scalar) for ``"none"``.
+
+    Returns:
+        ``dx``, an array like ``input`` (``out`` if given; it may alias ``input``, ``target`` or ``grad``).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.l1_loss_backward(np.array([1.0, -3.0, 0.0]), np.zeros(3), reduction="sum")
+        array([ 1., -1.,  0.])
+    """
+    return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out)
+
+
+def l1_loss_with_grad(input, target, reduction="mean", grad=None):
+    r"""``(l1_loss(...), l1_loss_backward(...))`` from one pass over the data (one kernel writes both).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> loss, dx = gpunn.l1_loss_with_grad(np.array([1.0, -3.0]), np.zeros(2), reduction="sum")
+        >>> float(loss), dx
+        (4.0, array([ 1., -1.]))
+    """
+    return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad)
+
+
+mae_loss = l1_loss
+mae_loss_backward = l1_loss_backward
+mae_loss_with_grad = l1_loss_with_grad
+
+_common.register_pointwise("l1_loss", _math)
