@@ -1,0 +1,639 @@
+r"""Softmax and log-softmax along any axis, forward and backward.
+
+Along the axis (``m = max x``, ``s = sum exp(x - m)``):
+
+Forward:  softmax:      y = exp(x - m) / s
+          log_softmax:  y = (x - m) - log(s)
+Backward: softmax:      dx = y * (dy - sum(dy * y))        (saved: y, the forward output)
+          log_softmax:  dx = dy - exp(y) * sum(dy)          (saved: y, the forward output)
+
+Special values follow PyTorch: a row that is all -inf, or holds +inf or NaN, gives NaN everywhere in the row; -inf
+entries of an otherwise finite row give softmax 0 and log_softmax -inf; logits of +-1e4 (or any finite size) stay
+finite because only ``x - m <= 0`` is exponentiated.
+
+Layout: the input is made C-contiguous and seen as ``(outer, n, inner)``, ``n`` the length of the axis.
+
+* Device, ``inner == 1`` and ``n >= 32`` (last axis, the common case): one block per row (grid-stride over rows),
+  threads stride over the row (rows may be 262,144 long) keeping an online ``(max, sum)`` pair -- a new maximum
+  rescales the sum by ``exp(old - new)`` -- so ``x`` is read once for the statistics and once for the output; the
+  pairs meet in a shared-memory tree (fixed order, deterministic).
+* Device otherwise: one thread per ``(outer, inner)`` column looping over ``n`` (coalesced across ``inner``).
+* CPU: ``prange`` over rows (or over tiles of columns): a max pass, an exp-and-sum pass, an output pass, all written
+  to vectorise (float32 uses a branch-free polynomial ``exp`` that LLVM vectorises; NumPy-free, libm-free).
+
+Sums (``s``, ``sum(dy * y)``, ``sum(dy)``) accumulate in float64 on every path, also for float32 data (the kernels
+are registered with ``f64_accumulator=True``); every other operation stays in the data's dtype.
+"""
+
+import functools
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import cuda, float64, from_dtype, int32, int64, njit, prange, types
+from numba.extending import intrinsic
+
+from .. import _registry
+from .._elementwise import typed
+from .._runtime import Args, block_size, launch_config
+
+# The device path uses one block per row when the axis is last and at least this long; shorter rows (fewer elements
+# than a warp) go one thread per row, where a block per row would leave most of its threads idle.
+ROW_KERNEL_MIN_N = 32
+# CPU: lanes of the vectorised max/sum, rows per parallel work item, columns per tile when the axis is not last.
+_LANES = 16
+_CPU_ROWS = 16
+_CPU_TILE = 512
+
+
+# ---- scalar math (one definition, called by the CUDA kernels, and by the CPU loops where it fits) --------------------
+@functools.lru_cache(maxsize=None)
+def _math(dtype):
+    """The shared pieces: the online (max, sum) update and merge, and per op: ``finish(m, s) -> c`` (the row
+    constant), ``value(x, m, c) -> y``, ``term(dy, y) -> float64`` (what the backward sums) and
+    ``grad(dy, y, g) -> dx``."""
+    to = from_dtype(np.dtype(dtype))
+    neg_inf, pos_inf, nan = typed(dtype, -math.inf, math.inf, math.nan)
+
+    @njit(inline="always", error_model="numpy")
+    def online(m, s, v):
+        # (m, s) -> the max and the float64 sum of exp(x - max) with one more element v
+        if v > m:
+            return v, s * float64(math.exp(m - v)) + 1.0  # rescale the old sum to the new max (exp(-inf) = 0)
+        if v == neg_inf:
+            return m, s  # exp(-inf - m) = 0, also while m is still -inf
+        return m, s + float64(math.exp(v - m))  # NaN propagates through s
+
+    @njit(inline="always", error_model="numpy")
+    def merge(m1, s1, m2, s2):
+        m = m1 if m1 >= m2 else m2
+        if m == neg_inf:
+            return m, s1 + s2  # both parts empty so far (0, or NaN which must propagate)
+        return m, s1 * float64(math.exp(m1 - m)) + s2 * float64(math.exp(m2 - m))
+
+    @njit(inline="always", error_model="numpy")
+    def softmax_finish(m, s):
+        # c = 1 / s; NaN for a row of all -inf (s = 0), with +inf (m = inf) or NaN (s = NaN), as PyTorch gives
+        if m == pos_inf or not s > 0.0:
+            return nan
+        return to(1.0 / s)
+
+    @njit(inline="always", error_model="numpy")
+    def softmax_value(x, m, c):
+        return math.exp(x - m) * c  # y = exp(x - m) / s
+
+    @njit(inline="always", error_model="numpy")
+    def log_softmax_finish(m, s):
+        # c = log(s), with the same NaN rows as softmax
+        if m == pos_inf or not s > 0.0:
+            return nan
+        return to(math.log(s))
+
+    @njit(inline="always", error_model="numpy")
+    def log_softmax_value(x, m, c):
+        return (x - m) - c  # y = x - m - log(s)
+
+    @njit(inline="always", error_model="numpy")
+    def softmax_term(dy, y):
+        return float64(dy) * float64(y)  # summed: g = sum(dy * y)
+
+    @njit(inline="always", error_model="numpy")
+    def softmax_grad(dy, y, g):
+        return y * (dy - g)  # dx = y * (dy - sum(dy * y))
+
+    @njit(inline="always", error_model="numpy")
+    def log_softmax_term(dy, y):
+        return float64(dy)  # summed: g = sum(dy)
+
+    @njit(inline="always", error_model="numpy")
+    def log_softmax_grad(dy, y, g):
+        return dy - math.exp(y) * g  # dx = dy - exp(y) * sum(dy)
+
+    return {
+        "online": online, "merge": merge, "to": to, "neg_inf": neg_inf,
+        "softmax": (softmax_finish, softmax_value, softmax_term, softmax_grad),
+        "log_softmax": (log_softmax_finish, log_softmax_value, log_softmax_term, log_softmax_grad),
+    }
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, i):
+    """The float32 whose bit pattern is the int32 ``i`` (builds 2**k from its exponent field)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_exp(dtype):
+    """exp for the CPU loops. float64: libm's. float32: Cephes' expf in branch-free form, so that LLVM vectorises
+    the loops that call it (libm's expf is a scalar call; there is no SVML here). Max error 1.4 ulp on
+    [-87.3, 0]; 0 below -87.34 (where the true value is a denormal < 1.2e-38); meant for ``x - max <= 0``."""
+    if np.dtype(dtype) == np.float64:
+        @njit(inline="always", error_model="numpy")
+        def exp64(d):
+            return math.exp(d)
+
+        return exp64
+
+    log2e, ln2_hi, ln2_lo, magic, k_min, k_max, low, high, zero, one, inf = typed(
+        np.float32, 1.44269504088896341, 0.693359375, -2.12194440e-4, 12582912.0, -126.0, 127.0, -87.33654,
+        88.72283, 0.0, 1.0, math.inf)
+    p0, p1, p2, p3, p4, p5 = typed(np.float32, 1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                   4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+    bias, shift = int32(127), int32(23)
+
+    @njit(inline="always", error_model="numpy")
+    def exp32(d):
+        k = (d * log2e + magic) - magic  # round(d / ln 2) without a call (exact for |k| < 2**22)
+        k = k if k >= k_min else k_min  # also maps NaN to k_min: no undefined float -> int conversion
+        k = k if k <= k_max else k_max
+        r = (d - k * ln2_hi) - k * ln2_lo  # d = k ln2 + r, |r| <= ln2 / 2 (Cody-Waite)
+        p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+        e = (p * r * r + r + one) * _int32_bits_as_float32((int32(k) + bias) << shift)  # exp(r) * 2**k
+        e = zero if d < low else e
+        e = inf if d > high else e
+        return d if d != d else e  # NaN in, NaN out
+
+    return exp32
+
+
+# ---- CUDA kernels ----------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _forward_rows_kernel(dtype, block, op):
+    """One block per row of a C-contiguous (rows, n) array; online (max, sum) per thread, then a shared tree."""
+    mth = _math(dtype)
+    online, merge, neg_inf, nbtype = mth["online"], mth["merge"], mth["neg_inf"], mth["to"]
+    finish, value = mth[op][:2]
+
+    @cuda.jit
+    def _softmax_forward_rows_kernel(x, rows, n, out):
+        mbuf = cuda.shared.array(block, nbtype)
+        sbuf = cuda.shared.array(block, float64)
+        t = cuda.threadIdx.x
+        for row in range(int64(cuda.blockIdx.x), rows, int64(cuda.gridDim.x)):
+            base = row * n
+            m = neg_inf
+            s = float64(0.0)
+            for j in range(int64(t), n, block):
+                m, s = online(m, s, x[base + j])
+            mbuf[t] = m
+            sbuf[t] = s
+            cuda.syncthreads()
+            step = block // 2
+            while step > 0:
+                if t < step:
+                    mbuf[t], sbuf[t] = merge(mbuf[t], sbuf[t], mbuf[t + step], sbuf[t + step])
+                cuda.syncthreads()
+                step //= 2
+            m = mbuf[0]
+            c = finish(m, sbuf[0])
+            cuda.syncthreads()  # every thread has read the row's result before the buffers are reused
+            for j in range(int64(t), n, block):
+                out[base + j] = value(x[base + j], m, c)
+
+    return _softmax_forward_rows_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_cols_kernel(dtype, op):
+    """One thread per (outer, inner) column of a C-contiguous (outer, n, inner) array, looping over n."""
+    mth = _math(dtype)
+    online, neg_inf = mth["online"], mth["neg_inf"]
+    finish, value = mth[op][:2]
+
+    @cuda.jit
+    def _softmax_forward_cols_kernel(x, outer, n, inner, out):
+        for col in range(int64(cuda.grid(1)), outer * inner, int64(cuda.gridsize(1))):
+            o = col // inner
+            base = o * n * inner + (col - o * inner)
+            m = neg_inf
+            s = float64(0.0)
+            for k in range(n):
+                m, s = online(m, s, x[base + k * inner])
+            c = finish(m, s)
+            for k in range(n):
+                out[base + k * inner] = value(x[base + k * inner], m, c)
+
+    return _softmax_forward_cols_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_rows_kernel(dtype, block, op):
+    """One block per row: g = sum(term(dy, y)) in float64 through a shared tree, then dx = grad(dy, y, g)."""
+    mth = _math(dtype)
+    to = mth["to"]
+    term, grad = mth[op][2:]
+
+    @cuda.jit
+    def _softmax_backward_rows_kernel(dy, y, rows, n, out):
+        buf = cuda.shared.array(block, float64)
+        t = cuda.threadIdx.x
+        for row in range(int64(cuda.blockIdx.x), rows, int64(cuda.gridDim.x)):
+            base = row * n
+            acc = float64(0.0)
+            for j in range(int64(t), n, block):
+                acc += term(dy[base + j], y[base + j])
+            buf[t] = acc
+            cuda.syncthreads()
+            step = block // 2
+            while step > 0:
+                if t < step:
+                    buf[t] += buf[t + step]
+                cuda.syncthreads()
+                step //= 2
+            g = to(buf[0])
+            cuda.syncthreads()
+            for j in range(int64(t), n, block):
+                out[base + j] = grad(dy[base + j], y[base + j], g)
+
+    return _softmax_backward_rows_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_cols_kernel(dtype, op):
+    mth = _math(dtype)
+    to = mth["to"]
+    term, grad = mth[op][2:]
+
+    @cuda.jit
+    def _softmax_backward_cols_kernel(dy, y, outer, n, inner, out):
+        for col in range(int64(cuda.grid(1)), outer * inner, int64(cuda.gridsize(1))):
+            o = col // inner
+            base = o * n * inner + (col - o * inner)
+            acc = float64(0.0)
+            for k in range(n):
+                acc += term(dy[base + k * inner], y[base + k * inner])
+            g = to(acc)
+            for k in range(n):
+                out[base + k * inner] = grad(dy[base + k * inner], y[base + k * inner], g)
+
+    return _softmax_backward_cols_kernel
+
+
+def _launch_forward(op, dtype, x, outer, n, inner, out):
+    if inner == 1 and n >= ROW_KERNEL_MIN_N:
+        block = block_size()
+        blocks, _ = launch_config(outer * block)  # a block per row, up to a full GPU; grid-stride over the rest
+        _forward_rows_kernel(dtype, block, op)[blocks, block](x, outer, n, out)
+    else:
+        blocks, threads = launch_config(outer * inner)
+        _forward_cols_kernel(dtype, op)[blocks, threads](x, outer, n, inner, out)
+
+
+def _launch_backward(op, dtype, dy, y, outer, n, inner, out):
+    if inner == 1 and n >= ROW_KERNEL_MIN_N:
+        block = block_size()
+        blocks, _ = launch_config(outer * block)
+        _backward_rows_kernel(dtype, block, op)[blocks, block](dy, y, outer, n, out)
+    else:
+        blocks, threads = launch_config(outer * inner)
+        _backward_cols_kernel(dtype, op)[blocks, threads](dy, y, outer, n, inner, out)
+
+
+# ---- CPU path --------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _cpu_row_tools(dtype):
+    """Vectorisable row max and float64 row sums (of x, of exp(x - m)): _LANES independent accumulators, combined in a fixed order."""
+    neg_inf = typed(dtype, -math.inf)[0]
+    exp = _cpu_exp(dtype)
+    lanes_n = _LANES
+
+    @njit(inline="always", error_model="numpy")
+    def row_max(x, base, n, lanes):
+        for q in range(lanes_n):
+            lanes[q] = neg_inf
+        j = 0
+        while j + lanes_n <= n:
+            for q in range(lanes_n):
+                v = x[base + j + q]
+                lanes[q] = v if v > lanes[q] else lanes[q]  # NaN is skipped here and caught by the sum
+            j += lanes_n
+        m = neg_inf
+        for q in range(lanes_n):
+            m = lanes[q] if lanes[q] > m else m
+        while j < n:
+            v = x[base + j]
+            m = v if v > m else m
+            j += 1
+        return m
+
+    @njit(inline="always", error_model="numpy")
+    def row_sum(x, base, n, acc):
+        for q in range(lanes_n):
+            acc[q] = 0.0
+        j = 0
+        while j + lanes_n <= n:
+            for q in range(lanes_n):
+                acc[q] += x[base + j + q]
+            j += lanes_n
+        s = 0.0
+        for q in range(lanes_n):
+            s += acc[q]
+        while j < n:
+            s += x[base + j]
+            j += 1
+        return s
+
+    @njit(inline="always", error_model="numpy")
+    def row_sum_exp(x, base, n, m, acc):
+        for q in range(lanes_n):
+            acc[q] = 0.0
+        j = 0
+        while j + lanes_n <= n:
+            for q in range(lanes_n):
+                acc[q] += exp(x[base + j + q] - m)
+            j += lanes_n
+        s = 0.0
+        for q in range(lanes_n):
+            s += acc[q]
+        while j < n:
+            s += exp(x[base + j] - m)
+            j += 1
+        return s
+
+    return row_max, row_sum, row_sum_exp
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_forward(dtype, op):
+    mth = _math(dtype)
+    finish = mth[op][0]
+    neg_inf = mth["neg_inf"]
+    exp = _cpu_exp(dtype)
+    row_max, row_sum, row_sum_exp = _cpu_row_tools(dtype)
+    log = op == "log_softmax"
+    lanes_n, rows_per, tile = _LANES, _CPU_ROWS, _CPU_TILE
+
+    @njit(parallel=True, error_model="numpy")
+    def rows(x, outer, n, out):
+        for chunk in prange((outer + rows_per - 1) // rows_per):
+            lanes = np.empty(lanes_n, x.dtype)
+            acc = np.empty(lanes_n, np.float64)
+            for r in range(chunk * rows_per, min(outer, (chunk + 1) * rows_per)):
+                base = r * n
+                m = row_max(x, base, n, lanes)
+                if log:
+                    c = finish(m, row_sum_exp(x, base, n, m, acc))
+                    for j in range(n):
+                        out[base + j] = (x[base + j] - m) - c  # y = x - m - log(s)
+                else:
+                    for j in range(n):
+                        out[base + j] = exp(x[base + j] - m)  # x is read for the last time (out may alias it)
+                    c = finish(m, row_sum(out, base, n, acc))
+                    for j in range(n):
+                        out[base + j] *= c  # y = exp(x - m) / s
+
+    @njit(parallel=True, error_model="numpy")
+    def cols(x, outer, n, inner, out):
+        tiles = (inner + tile - 1) // tile
+        for w in prange(outer * tiles):
+            o = w // tiles
+            i0 = (w - o * tiles) * tile
+            width = min(tile, inner - i0)
+            base = o * n * inner + i0
+            m = np.full(width, neg_inf, x.dtype)
+            s = np.zeros(width, np.float64)
+            c = np.empty(width, x.dtype)
+            for k in range(n):
+                row = base + k * inner
+                for i in range(width):
+                    v = x[row + i]
+                    m[i] = v if v > m[i] else m[i]
+            for k in range(n):
+                row = base + k * inner
+                for i in range(width):
+                    e = exp(x[row + i] - m[i])
+                    s[i] += e
+                    if not log:
+                        out[row + i] = e
+            for i in range(width):
+                c[i] = finish(m[i], s[i])
+            for k in range(n):
+                row = base + k * inner
+                for i in range(width):
+                    if log:
+                        out[row + i] = (x[row + i] - m[i]) - c[i]
+                    else:
+                        out[row + i] *= c[i]
+
+    return rows, cols
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_backward(dtype, op):
+    mth = _math(dtype)
+    to = mth["to"]
+    term, grad = mth[op][2:]
+    lanes_n, rows_per, tile = _LANES, _CPU_ROWS, _CPU_TILE
+
+    @njit(inline="always", error_model="numpy")
+    def row_sum_terms(dy, y, base, n, acc):
+        for q in range(lanes_n):
+            acc[q] = 0.0
+        j = 0
+        while j + lanes_n <= n:
+            for q in range(lanes_n):
+                acc[q] += term(dy[base + j + q], y[base + j + q])
+            j += lanes_n
+        s = 0.0
+        for q in range(lanes_n):
+            s += acc[q]
+        while j < n:
+            s += term(dy[base + j], y[base + j])
+            j += 1
+        return s  # g = sum over the row, float64, _LANES partial sums in a fixed order
+
+    @njit(parallel=True, error_model="numpy")
+    def rows(dy, y, outer, n, out):
+        for chunk in prange((outer + rows_per - 1) // rows_per):
+            acc = np.empty(lanes_n, np.float64)
+            for r in range(chunk * rows_per, min(outer, (chunk + 1) * rows_per)):
+                base = r * n
+                g = to(row_sum_terms(dy, y, base, n, acc))
+                for j in range(n):
+                    out[base + j] = grad(dy[base + j], y[base + j], g)
+
+    @njit(parallel=True, error_model="numpy")
+    def cols(dy, y, outer, n, inner, out):
+        tiles = (inner + tile - 1) // tile
+        for w in prange(outer * tiles):
+            o = w // tiles
+            i0 = (w - o * tiles) * tile
+            width = min(tile, inner - i0)
+            base = o * n * inner + i0
+            acc = np.zeros(width, np.float64)
+            g = np.empty(width, y.dtype)
+            for k in range(n):
+                row = base + k * inner
+                for i in range(width):
+                    acc[i] += term(dy[row + i], y[row + i])
+            for i in range(width):
+                g[i] = to(acc[i])
+            for k in range(n):
+                row = base + k * inner
+                for i in range(width):
+                    out[row + i] = grad(dy[row + i], y[row + i], g[i])
+
+    return rows, cols
+
+
+# ---- public functions ------------------------------------------------------------------------------------------------
+def _axis_split(name, shape, axis):
+    """(outer, n, inner) for ``axis`` of ``shape``; ValueError/TypeError naming ``axis`` if it is not valid.
+    A 0-d array is treated as shape (1,), with axis 0 or -1 (as PyTorch does)."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    shape = tuple(int(d) for d in shape) or (1,)
+    ndim = len(shape)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for {name} with {ndim} dimension{'s' if ndim > 1 else ''} "
+                         f"(expected -{ndim} <= axis < {ndim})")
+    axis = int(axis) % ndim
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, shape[axis], inner
+
+
+def _forward(op, x, axis, out):
+    args = Args(x=x)
+    outer, n, inner = _axis_split("x", x.shape, axis)
+    out = args.output("out", out, x.shape)
+    if outer * n * inner:
+        xf, of = args.flat("x"), args.flat("out")
+        if args.device:
+            _launch_forward(op, args.dtype, xf, outer, n, inner, of)
+        else:
+            rows, cols = _cpu_forward(args.dtype, op)
+            if inner == 1:
+                rows(xf, outer, n, of)
+            else:
+                cols(xf, outer, n, inner, of)
+    args.finish()
+    return out
+
+
+def _backward(op, dy, y, axis, out):
+    args = Args(dy=dy, y=y)
+    args.same_shape("dy", "y")
+    outer, n, inner = _axis_split("y", y.shape, axis)
+    out = args.output("out", out, y.shape)
+    if outer * n * inner:
+        dyf, yf, of = args.flat("dy"), args.flat("y"), args.flat("out")
+        if args.device:
+            _launch_backward(op, args.dtype, dyf, yf, outer, n, inner, of)
+        else:
+            rows, cols = _cpu_backward(args.dtype, op)
+            if inner == 1:
+                rows(dyf, yf, outer, n, of)
+            else:
+                cols(dyf, yf, outer, n, inner, of)
+    args.finish()
+    return out
+
+
+def softmax(x, axis=-1, *, out=None):
+    r"""Softmax along ``axis``.
+
+    .. math:: y_i = \frac{\exp(x_i - \max_j x_j)}{\sum_k \exp(x_k - \max_j x_j)}
+
+    Args:
+        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba); may be
+            non-contiguous.
+        axis: the axis to normalise over (negative counts from the end).
+        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+
+    Returns:
+        ``y``, an array of the same kind, shape and dtype as ``x``. A slice along ``axis`` that is all -inf, or holds
+        +inf or NaN, gives NaN (as PyTorch).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.softmax(np.array([[0.0, np.log(3.0)]], np.float32))
+        array([[0.25, 0.75]], dtype=float32)
+    """
+    return _forward("softmax", x, axis, out)
+
+
+def softmax_backward(dy, y, axis=-1, *, out=None):
+    r"""Gradient of :func:`softmax`, from the saved output ``y``.
+
+    .. math:: dx_i = y_i \left(dy_i - \sum_k dy_k\, y_k\right)
+
+    Args:
+        dy: upstream gradient, same shape and dtype as ``y``.
+        y: the forward output ``softmax(x, axis)``.
+        axis: the axis the forward normalised over.
+        out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+
+    Returns:
+        ``dx``, same kind, shape and dtype as ``y``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.softmax_backward(np.array([1.0, 0.0], np.float32), np.array([0.25, 0.75], np.float32))
+        array([ 0.1875, -0.1875], dtype=float32)
+    """
+    return _backward("softmax", dy, y, axis, out)
+
+
+def log_softmax(x, axis=-1, *, out=None):
+    r"""Log-softmax along ``axis``.
+
+    .. math:: y_i = x_i - \max_j x_j - \log \sum_k \exp(x_k - \max_j x_j)
+
+    Args:
+        x: float32 or float64 array of any shape (NumPy, or a device array); may be non-contiguous.
+        axis: the axis to normalise over (negative counts from the end).
+        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+
+    Returns:
+        ``y``, same kind, shape and dtype as ``x``; -inf where ``x`` is -inf in an otherwise finite slice, NaN for a
+        slice that is all -inf or holds +inf or NaN (as PyTorch).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.log_softmax(np.array([0.0, 0.0], np.float64))
+        array([-0.69314718, -0.69314718])
+    """
+    return _forward("log_softmax", x, axis, out)
+
+
+def log_softmax_backward(dy, y, axis=-1, *, out=None):
+    r"""Gradient of :func:`log_softmax`, from the saved output ``y``.
+
+    .. math:: dx_i = dy_i - \exp(y_i) \sum_k dy_k
+
+    Args:
+        dy: upstream gradient, same shape and dtype as ``y``.
+        y: the forward output ``log_softmax(x, axis)``.
+        axis: the axis the forward normalised over.
+        out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+
+    Returns:
+        ``dx``, same kind, shape and dtype as ``y``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.log_softmax_backward(np.array([1.0, 0.0]), np.log(np.array([0.25, 0.75])))
+        array([ 0.75, -0.75])
+    """
+    return _backward("log_softmax", dy, y, axis, out)
+
+
+def _register():
+    block = 256  # the GPU block size (block_size() outside the simulator)
+    for op in ("softmax", "log_softmax"):
+        _registry.for_dtypes(f"{op}_forward_rows", lambda dt, op=op: _forward_rows_kernel(dt, block, op),
+                             lambda dt: f"void({dt}[::1], int64, int64, {dt}[::1])", f64_accumulator=True)
+        _registry.for_dtypes(f"{op}_forward_cols", lambda dt, op=op: _forward_cols_kernel(dt, op),
+                             lambda dt: f"void({dt}[::1], int64, int64, int64, {dt}[::1])", f64_accumulator=True)
+        _registry.for_dtypes(f"{op}_backward_rows", lambda dt, op=op: _backward_rows_kernel(dt, block, op),
+                             lambda dt: f"void({dt}[::1], {dt}[::1], int64, int64, {dt}[::1])", f64_accumulator=True)
+        _registry.for_dtypes(f"{op}_backward_cols", lambda dt, op=op: _backward_cols_kernel(dt, op),
+                             lambda dt: f"void({dt}[::1], {dt}[::1], int64, int64, int64, {dt}[::1])",
+                             f64_accumulator=True)
+
+
+_register()
