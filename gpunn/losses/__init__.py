@@ -2,6 +2,7 @@
 
 from .bce import (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward,
                   binary_cross_entropy_with_logits_with_grad)
+from .cross_entropy import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from .hinge import hinge_loss, hinge_loss_backward, hinge_loss_with_grad
 from .huber import (huber_loss, huber_loss_backward, huber_loss_with_grad, smooth_l1_loss, smooth_l1_loss_backward,
                     smooth_l1_loss_with_grad)
@@ -16,4 +17,5 @@ __all__ = [
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
     "binary_cross_entropy_with_logits_with_grad",
     "hinge_loss", "hinge_loss_backward", "hinge_loss_with_grad",
+    "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad",
 ]

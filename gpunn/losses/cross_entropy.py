@@ -1,0 +1,745 @@
+r"""Cross entropy over logits, with the softmax fused in (``torch.nn.functional.cross_entropy``).
+
+Forward, row n of the logits x (N, C), class weights w (C,) (all 1 by default), label smoothing eps, with
+m_n = max_c x_nc, ls_n = log sum_c exp(x_nc - m_n) and lse_n = m_n + ls_n:
+
+* class-index target y (N,):
+      l_n = (1 - eps) w[y_n] (lse_n - x_n,y_n) + (eps / C) sum_c w_c (lse_n - x_nc),   l_n = 0 where y_n == ignore_index
+      'mean' = sum_n l_n / sum_{n not ignored} w[y_n]
+  The ignored class still sits in the softmax denominator of the other rows (it is a class like any other).
+* probability target t (N, C), smoothed as t' = (1 - eps) t + eps / C:
+      l_n = sum_c w_c t'_nc (lse_n - x_nc)    (a term with w_c t'_nc = 0 is 0, also where x_nc = -inf: 0 log 0 = 0)
+      'mean' = sum_n l_n / N
+
+Gradient with respect to x_nc (before the upstream gradient and the 'mean' scale), p = softmax(x_n), W = sum_c w_c:
+
+* class:  dx_nc = (1 - eps) w[y_n] (p_nc - [c == y_n]) + (eps / C) (p_nc W - w_c)      (0 for an ignored row)
+* probs:  dx_nc = p_nc sum_k w_k t'_nk - w_c t'_nc
+
+Documented differences from PyTorch: a 'mean' whose denominator is 0 although there are rows (every row ignored, or
+every target class has weight 0) is 0 with a zero gradient (PyTorch: NaN; pytorch issues 70348, 116349); an empty
+batch's 'mean' is NaN as in PyTorch and the other gpunn losses. A probability target of 0 against a -inf logit
+contributes 0 (PyTorch: 0 * -inf = NaN). A row whose logits are all -inf is an input error (ValueError naming logits),
+except in an ignored row, which is never read for the loss. A -inf logit elsewhere is fine: it gets probability 0 and a
+zero gradient (the loss is +inf only when the target class itself, or a smoothed class, sits at -inf, as in PyTorch).
+
+How it runs on the device (three launches, plus one for a reduced loss):
+
+1. ``_cross_entropy_stats_kernel``: each row is cut into chunks (one chunk of a group of threads for C <= block, so a
+   block holds several short rows; chunks of ``block * 16`` elements for long rows, so a row of 262,144 classes
+   spreads over 64 blocks). A group reads its chunk once and keeps an online max and rescaled sum of exponentials,
+   plus ``a = sum_c coef_c (m - x_c)`` and ``W = sum_c coef_c`` (coef = w_c for smoothing, w_c t'_c for probability
+   targets), shifted when the max grows, then merges its threads in a fixed tree order into one partial per chunk.
+2. ``_cross_entropy_rows_sum_kernel``: per row, merges the chunk partials in chunk order, checks the target and the row
+   (flags in a small int64 array, written with atomic min so the first bad row is named), writes the row loss and the
+   row statistics, and leaves float64 block partials of the loss and of the 'mean' denominator (gpunn/_reduce.py).
+3. ``_cross_entropy_total_sum_kernel`` (one block): sums the partials in a fixed order into the 0-d loss and the
+   gradient's scale (1/denominator for 'mean'). The host then reads the flags and raises before any gradient is
+   written, so ``out=`` may be the logits buffer itself.
+4. ``_cross_entropy_backward_kernel``: reads the logits a second time and writes the gradient once (grid-stride
+   over all N*C elements).
+
+The CPU path is one ``prange`` over rows, all of a row's passes on a cache-resident row: max; exp(x - m) written into
+the gradient buffer with its float64 sum; the scaled gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float64, from_dtype, int64, njit, prange
+
+from .. import _registry
+from .._elementwise import typed
+from .._reduce import block_partial_fn, partials_array, reduce_grid
+from .._runtime import Args, block_size, check_real, dtype_of, host_view, kind, launch_config, simulator
+from . import _common
+
+__all__ = ["cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"]
+
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+GPU_PER_THREAD = 16  # elements per thread in one chunk of a long row on a GPU (a chunk is block * 16 = 4096)
+SIM_PER_THREAD = 2   # in the simulator (block 32): chunks of 64, so small tests exercise several chunks per row
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Row layout: how a row of C values is cut into chunks, and how many threads read one chunk
+# ----------------------------------------------------------------------------------------------------------------------
+def row_layout(n_cols: int, block: int, per_thread: int | None = None):
+    """``(group, chunk, n_chunks)`` for rows of ``n_cols`` values and blocks of ``block`` threads.
+
+    Short rows (``n_cols <= block``): one chunk per row, read by a group of ``group`` threads (the power of two at or
+    above ``n_cols``), so one block holds ``block // group`` rows. Long rows: chunks of ``block * per_thread`` values,
+    each read by a whole block. Depends on the sizes and the device only, so the summation order is fixed."""
+    if per_thread is None:
+        per_thread = SIM_PER_THREAD if simulator() else GPU_PER_THREAD
+    if n_cols <= block:
+        group = 1
+        while group < n_cols:
+            group *= 2
+        return group, max(n_cols, 1), 1
+    chunk = block * per_thread
+    return block, chunk, -(-n_cols // chunk)
+
+
+def chunk_grid(n_items: int, group: int, block: int):
+    """(blocks, threads) for a loop over ``n_items`` (row, chunk) items, ``block // group`` items per block pass."""
+    per_block = block // group
+    return launch_config(max(1, -(-n_items // per_block)) * block, threads=block)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scalar math (one definition, called by the CUDA kernels and by the CPU loops; scalars only: in the simulator njit
+# helpers cannot take device arrays, so every array read stays in the kernels)
+# ----------------------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _math(dtype):
+    zero, one, ninf, inf = typed(dtype, 0.0, 1.0, -math.inf, math.inf)
+
+    @njit(inline="always")
+    def push(m, s, a, wa, x, coef):
+        """Add value ``x`` with coefficient ``coef`` to the running (max m, sum s = sum exp(x - m),
+        a = sum coef (m - x), wa = sum coef). NaN is never the max and makes s NaN."""
+        if x > m:
+            if m > ninf and wa != zero:
+                a = a + wa * (x - m)  # every earlier (m - x_k) grows by the max's increase
+            s = s * math.exp(m - x) + one  # s is 0 while m is -inf, and exp(-inf) = 0
+            m = x
+        elif x != ninf:
+            s = s + math.exp(x - m)  # x <= m (or NaN, which propagates)
+        if coef != zero:
+            if x == ninf:
+                a = a + coef * inf  # -coef log p = +inf; never 0 * inf
+            else:
+                a = a + coef * (m - x)
+            wa = wa + coef
+        return m, s, a, wa
+
+    @njit(inline="always")
+    def merge(m1, s1, a1, w1, m2, s2, a2, w2):
+        """Merge two (m, s, a, wa) partials (the online softmax merge, with the shift of a)."""
+        m = max(m1, m2)
+        if m == ninf:
+            return m, s1 + s2, a1 + a2, w1 + w2
+        if m1 < m:
+            s1 = s1 * math.exp(m1 - m)
+            if m1 > ninf and w1 != zero:
+                a1 = a1 + w1 * (m - m1)
+        if m2 < m:
+            s2 = s2 * math.exp(m2 - m)
+            if m2 > ninf and w2 != zero:
+                a2 = a2 + w2 * (m - m2)
+        return m, s1 + s2, a1 + a2, w1 + w2
+
+    @njit(inline="always")
+    def class_loss(m, ls, a, wa, xy, wy, omeps, eps_c):
+        # (1 - eps) w_y (lse - x_y) + (eps / C) sum_c w_c (lse - x_c), with lse - x = (m - x) + ls
+        loss = zero
+        if omeps != zero:
+            loss = omeps * wy * ((m - xy) + ls)
+        if eps_c != zero:
+            loss = loss + eps_c * (wa * ls + a)
+        return loss
+
+    @njit(inline="always")
+    def class_grad(x, m, ls, is_y, wc, wy, wa, omeps, eps_c, gn):
+        p = math.exp((x - m) - ls)  # softmax; 0 at x = -inf
+        d = omeps * wy * ((p - one) if is_y else p)  # (1 - eps) w_y (p - onehot)
+        if eps_c != zero:
+            d = d + eps_c * (p * wa - wc)  # (eps / C) (p W - w_c)
+        return gn * d
+
+    @njit(inline="always")
+    def prob_grad(x, m, ls, coef, wa, gn):
+        p = math.exp((x - m) - ls)
+        return gn * (p * wa - coef)  # p sum_k w_k t'_k - w_c t'_c
+
+    return push, merge, class_loss, class_grad, prob_grad
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CUDA kernels
+# ----------------------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _device_kernels(dtype, block, prob):
+    """The four kernels for logits of ``dtype``, ``prob``: probability targets (else class indices)."""
+    push, merge, class_loss, class_grad, prob_grad = _math(dtype)
+    zero, one, ninf, nan = typed(dtype, 0.0, 1.0, -math.inf, math.nan)
+    nbt = from_dtype(dtype)
+    block_partial = block_partial_fn(block)
+
+    @cuda.jit
+    def _cross_entropy_stats_kernel(x, tp, w, k1, k2, group, chunk, n_chunks, pm, ps, pa, pw):
+        # item = (row, chunk); a group of `group` threads reads one item; coef_c = w_c k2 (class targets: k2 = 1 with
+        # smoothing, else 0) or w_c (t_c k1 + k2) (probability targets: k1 = 1 - eps, k2 = eps / C)
+        n_rows = x.shape[0]
+        n_cols = x.shape[1]
+        sm = cuda.shared.array(block, nbt)
+        ss = cuda.shared.array(block, nbt)
+        sa = cuda.shared.array(block, nbt)
+        sw = cuda.shared.array(block, nbt)
+        tid = cuda.threadIdx.x
+        lane = tid % group
+        per_block = block // group
+        n_items = n_rows * n_chunks
+        base = int64(cuda.blockIdx.x) * per_block
+        while base < n_items:  # the same trip count for every thread of the block (they all sync)
+            item = base + tid // group
+            m, s, a, wa = ninf, zero, zero, zero
+            if item < n_items:
+                row = item // n_chunks
+                lo = (item - row * n_chunks) * chunk
+                hi = min(lo + chunk, n_cols)
+                for c in range(lo + lane, hi, group):
+                    if prob:
+                        coef = w[c] * (tp[row, c] * k1 + k2)
+                    else:
+                        coef = w[c] * k2
+                    m, s, a, wa = push(m, s, a, wa, x[row, c], coef)
+            sm[tid] = m
+            ss[tid] = s
+            sa[tid] = a
+            sw[tid] = wa
+            cuda.syncthreads()
+            half = group // 2
+            while half > 0:  # fixed tree inside each group
+                if lane < half:
+                    m, s, a, wa = merge(sm[tid], ss[tid], sa[tid], sw[tid],
+                                        sm[tid + half], ss[tid + half], sa[tid + half], sw[tid + half])
+                    sm[tid] = m
+                    ss[tid] = s
+                    sa[tid] = a
+                    sw[tid] = wa
+                cuda.syncthreads()
+                half //= 2
+            if lane == 0 and item < n_items:
+                pm[item] = sm[tid]
+                ps[item] = ss[tid]
+                pa[item] = sa[tid]
+                pw[item] = sw[tid]
+            cuda.syncthreads()
+            base += int64(cuda.gridDim.x) * per_block
+
+    @cuda.jit
+    def _cross_entropy_rows_sum_kernel(x, t, w, ignore, omeps, eps_c, n_chunks, pm, ps, pa, pw,
+                                       m_rows, ls_rows, wa_rows, loss_rows, flags, partials):
+        # per row: merge the chunk partials in order, check, row loss and 'mean' weight; float64 block partials
+        n_rows = x.shape[0]
+        n_cols = x.shape[1]
+        acc_loss = float64(0.0)
+        acc_den = float64(0.0)
+        for row in range(int64(cuda.grid(1)), n_rows, int64(cuda.gridsize(1))):
+            j = row * n_chunks
+            m, s, a, wa = pm[j], ps[j], pa[j], pw[j]
+            for k in range(1, n_chunks):
+                m, s, a, wa = merge(m, s, a, wa, pm[j + k], ps[j + k], pa[j + k], pw[j + k])
+            ls = math.log(s)
+            loss = zero
+            den = zero
+            if prob:
+                if m == ninf:
+                    cuda.atomic.min(flags, 1, row)
+                else:
+                    loss = wa * ls + a  # sum_c coef_c ((m - x_c) + ls)
+                    den = one
+            else:
+                y = t[row]
+                if y != ignore:
+                    if y < 0 or y >= n_cols:
+                        cuda.atomic.min(flags, 0, row)  # never read x[row, y] out of bounds
+                    elif m == ninf:
+                        cuda.atomic.min(flags, 1, row)
+                    else:
+                        wy = w[y]
+                        loss = class_loss(m, ls, a, wa, x[row, y], wy, omeps, eps_c)
+                        den = wy
+            m_rows[row] = m
+            ls_rows[row] = ls
+            wa_rows[row] = wa
+            loss_rows[row] = loss
+            acc_loss += float64(loss)
+            acc_den += float64(den)
+        block_partial(acc_loss, partials, 0)
+        block_partial(acc_den, partials, 1)
+
+    @cuda.jit
+    def _cross_entropy_total_sum_kernel(partials, mean, n_rows, out, scale):
+        # one block: the loss sum and the denominator in a fixed order; out[0] = loss, scale[0] = gradient scale
+        tid = cuda.threadIdx.x
+        acc_loss = float64(0.0)
+        acc_den = float64(0.0)
+        for j in range(int64(tid), partials.shape[1], block):
+            acc_loss += partials[0, j]
+            acc_den += partials[1, j]
+        bl = cuda.shared.array(block, float64)
+        bd = cuda.shared.array(block, float64)
+        bl[tid] = acc_loss
+        bd[tid] = acc_den
+        cuda.syncthreads()
+        step = block // 2
+        while step > 0:
+            if tid < step:
+                bl[tid] += bl[tid + step]
+                bd[tid] += bd[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        if tid == 0:
+            if mean == 0:
+                out[0] = bl[0]
+                scale[0] = one
+            elif bd[0] != 0.0:
+                out[0] = bl[0] / bd[0]
+                scale[0] = 1.0 / bd[0]
+            else:  # no weight at all: 0 with a zero gradient (PyTorch: NaN), NaN for an empty batch
+                out[0] = nan if n_rows == 0 else zero
+                scale[0] = zero
+
+    @cuda.jit
+    def _cross_entropy_backward_kernel(x, t, tp, w, ignore, omeps, eps_c, m_rows, ls_rows, wa_rows,
+                                       dy, dmode, g, scale, out):
+        # dx = up(row) * scale * d l_row / d x; reads x and tp at the index it writes (out may be x or tp)
+        n_cols = x.shape[1]
+        n = x.shape[0] * n_cols
+        sc = scale[0]
+        for i in range(int64(cuda.grid(1)), n, int64(cuda.gridsize(1))):
+            row = i // n_cols
+            c = i - row * n_cols
+            gn = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * sc
+            if prob:
+                coef = w[c] * (tp[row, c] * omeps + eps_c)
+                out[row, c] = prob_grad(x[row, c], m_rows[row], ls_rows[row], coef, wa_rows[row], gn)
+            else:
+                y = t[row]
+                if y == ignore:
+                    out[row, c] = zero
+                else:
+                    out[row, c] = class_grad(x[row, c], m_rows[row], ls_rows[row], c == y, w[c], w[y],
+                                             wa_rows[row], omeps, eps_c, gn)
+
+    return {"stats": _cross_entropy_stats_kernel, "rows_sum": _cross_entropy_rows_sum_kernel,
+            "total_sum": _cross_entropy_total_sum_kernel, "backward": _cross_entropy_backward_kernel}
+
+
+def _device_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
+    """Launch the kernels for the checked call ``c``; raise (before any gradient is written) on bad input."""
+    dt = c.dtype
+    n_rows, n_cols = c.shape
+    block = block_size()
+    k = _device_kernels(dt, block, c.prob)
+    group, chunk, n_chunks = row_layout(n_cols, block)
+    n_items = n_rows * n_chunks
+    pm, ps, pa, pw = (cuda.device_array(max(n_items, 1), dt) for _ in range(4))
+    m_rows, ls_rows, wa_rows = (cuda.device_array(max(n_rows, 1), dt) for _ in range(3))
+    if loss_rows_out is None:
+        loss_rows_out = cuda.device_array(max(n_rows, 1), dt)
+    flags = cuda.to_device(np.full(2, n_rows, np.int64))
+    t = c.t_index
+    tp = c.t_prob
+    k1, k2 = (dt.type(1.0 - c.eps), dt.type(c.eps / n_cols)) if c.prob else (dt.type(0.0), dt.type(c.eps > 0))
+    omeps, eps_c = dt.type(1.0 - c.eps), dt.type(c.eps / n_cols)
+    if n_rows:
+        k["stats"][chunk_grid(n_items, group, block)](c.x, tp, c.w, k1, k2, np.int64(group), np.int64(chunk),
+                                                      np.int64(n_chunks), pm, ps, pa, pw)
+    grid = reduce_grid(n_rows)
+    partials = partials_array(2, grid[0])
+    k["rows_sum"][grid](c.x, t, c.w, np.int64(c.ignore), omeps, eps_c, np.int64(n_chunks), pm, ps, pa, pw,
+                        m_rows, ls_rows, wa_rows, loss_rows_out, flags, partials)
+    bad = flags.copy_to_host()
+    _raise_bad(c, bad, lambda row: int(c.t_index[row:row + 1].copy_to_host()[0]))
+    scale = None
+    if reduce or want_grad:
+        total = loss_flat if loss_flat is not None else cuda.device_array(1, dt)
+        scale = cuda.device_array(1, dt)
+        k["total_sum"][1, block](partials, np.int64(c.reduction == "mean"), np.int64(n_rows), total, scale)
+    if want_grad and n_rows * n_cols:
+        dy, dmode, g = upstream
+        k["backward"][launch_config(n_rows * n_cols)](c.x, t, tp, c.w, np.int64(c.ignore), omeps, eps_c,
+                                                      m_rows, ls_rows, wa_rows, dy, np.int64(dmode), dt.type(g),
+                                                      scale, dx)
+
+
+def _raise_bad(c, bad, target_at):
+    n_rows, n_cols = c.shape
+    if bad[0] < n_rows:
+        row = int(bad[0])
+        raise ValueError(f"target[{row}] = {target_at(row)} is not a class index in [0, {n_cols}) "
+                         f"nor ignore_index ({c.ignore})")
+    if bad[1] < n_rows:
+        raise ValueError(f"logits row {int(bad[1])} is all -inf: its softmax is undefined")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU path: one prange over rows, every pass of a row on the cache-resident row
+# ----------------------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _cpu_loops(dtype):
+    zero, one, ninf, inf = typed(dtype, 0.0, 1.0, -math.inf, math.inf)
+    to_dt = np.dtype(dtype).type
+
+    @njit(parallel=True)
+    def class_rows(x, t, w, ignore, omeps, eps_c, wsum, dy, dmode, g, loss_rows, dx, want_grad, bad):
+        # loss_rows: float64 (N,); dx (N, C) written when want_grad (may be x itself); bad[n] = 1: all -inf row
+        n_rows, n_cols = x.shape
+        for n in prange(n_rows):
+            y = t[n]
+            loss_rows[n] = 0.0
+            if y == ignore:
+                if want_grad:
+                    for c in range(n_cols):
+                        dx[n, c] = zero
+                continue
+            m = ninf
+            for c in range(n_cols):
+                if x[n, c] > m:
+                    m = x[n, c]
+            if m == ninf:
+                bad[n] = 1
+                continue
+            xy = x[n, y]
+            s = 0.0  # float64 sum of exp(x - m)
+            a = 0.0  # float64 sum_c w_c (m - x_c) for smoothing
+            for c in range(n_cols):
+                xv = x[n, c]
+                if eps_c != zero and w[c] != zero:
+                    a += np.float64(w[c]) * (inf if xv == ninf else np.float64(m - xv))
+                e = math.exp(xv - m)
+                s += e
+                if want_grad:
+                    dx[n, c] = e  # exp(x - m), scaled below
+            ls = math.log(s)
+            wy = w[y]
+            loss = 0.0
+            if omeps != zero:
+                loss = np.float64(omeps) * np.float64(wy) * (np.float64(m - xy) + ls)
+            if eps_c != zero:
+                loss += np.float64(eps_c) * (np.float64(wsum) * ls + a)
+            loss_rows[n] = loss
+            if want_grad:
+                gn = ((dy[n] if dmode == 2 else dy[0]) * g if dmode else g)
+                inv = to_dt(1.0 / s)
+                cy = gn * (omeps * wy)
+                if eps_c != zero:
+                    cp = cy + gn * (eps_c * wsum)
+                    ce = gn * eps_c
+                    for c in range(n_cols):
+                        dx[n, c] = (dx[n, c] * inv) * cp - ce * w[c]  # p ((1-eps) w_y + (eps/C) W) - (eps/C) w_c
+                else:
+                    for c in range(n_cols):
+                        dx[n, c] = (dx[n, c] * inv) * cy  # (1 - eps) w_y p
+                dx[n, y] -= cy  # - (1 - eps) w_y onehot
+
+    @njit(parallel=True)
+    def prob_rows(x, t, w, omeps, eps_c, dy, dmode, g, loss_rows, dx, want_grad, bad):
+        # coef_c = w_c (t_c (1 - eps) + eps / C); dx may alias x or t: every element is read before it is written
+        n_rows, n_cols = x.shape
+        for n in prange(n_rows):
+            loss_rows[n] = 0.0
+            m = ninf
+            for c in range(n_cols):
+                if x[n, c] > m:
+                    m = x[n, c]
+            if m == ninf:
+                bad[n] = 1
+                continue
+            s = 0.0
+            a = 0.0
+            wa = 0.0
+            for c in range(n_cols):
+                xv = x[n, c]
+                coef = w[c] * (t[n, c] * omeps + eps_c)
+                if coef != zero:
+                    a += np.float64(coef) * (inf if xv == ninf else np.float64(m - xv))
+                    wa += coef
+                s += math.exp(xv - m)
+            ls = math.log(s)
+            loss_rows[n] = wa * ls + a
+            if want_grad:
+                gn = ((dy[n] if dmode == 2 else dy[0]) * g if dmode else g)
+                lsd = to_dt(ls)
+                wad = to_dt(wa)
+                for c in range(n_cols):
+                    coef = w[c] * (t[n, c] * omeps + eps_c)
+                    p = math.exp((x[n, c] - m) - lsd)
+                    dx[n, c] = gn * (p * wad - coef)  # p sum_k w_k t'_k - w_c t'_c
+
+    @njit(parallel=True)
+    def neginf_rows(x, t, ignore, prob, bad):
+        # the all -inf row check alone (run first when the gradient overwrites the logits)
+        n_rows, n_cols = x.shape
+        for n in prange(n_rows):
+            if prob or t[n] != ignore:
+                m = ninf
+                for c in range(n_cols):
+                    if x[n, c] > m:
+                        m = x[n, c]
+                if m == ninf:
+                    bad[n] = 1
+
+    return class_rows, prob_rows, neginf_rows
+
+
+def _cpu_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
+    dt = c.dtype
+    n_rows, n_cols = c.shape
+    class_rows, prob_rows, neginf_rows = _cpu_loops(dt)
+    x = c.x
+    bad = np.zeros(n_rows, np.int8)
+    if not c.prob:
+        t = c.t_index
+        off = (t != c.ignore) & ((t < 0) | (t >= n_cols))
+        if off.any():
+            row = int(np.argmax(off))
+            _raise_bad(c, (row, n_rows), lambda r: int(t[r]))
+    if want_grad and (np.may_share_memory(dx, x) or (c.prob and np.may_share_memory(dx, c.t_prob))):
+        neginf_rows(x, c.t_index, np.int64(c.ignore), c.prob, bad)
+        _raise_bad(c, (n_rows, int(np.argmax(bad)) if bad.any() else n_rows), None)
+    rows = np.empty(n_rows, np.float64)
+    omeps, eps_c = dt.type(1.0 - c.eps), dt.type(c.eps / max(n_cols, 1))
+    if want_grad:
+        dy, dmode, g = upstream
+    else:
+        dy, dmode, g = x.reshape(-1), 0, 0.0
+    gx = dx if want_grad else x[:0]
+    # the 'mean' denominator, known before the gradient is written
+    if c.prob:
+        den = float(n_rows)
+    else:
+        valid = c.t_index[c.t_index != c.ignore]
+        den = float(np.sum(c.w[valid], dtype=np.float64)) if n_cols else 0.0
+    scale = 1.0
+    if c.reduction == "mean":
+        scale = 1.0 / den if den != 0 else 0.0
+    if n_rows:
+        if c.prob:
+            prob_rows(x, c.t_prob, c.w, omeps, eps_c, dy, np.int64(dmode), dt.type(g * scale), rows, gx,
+                      want_grad, bad)
+        else:
+            wsum = dt.type(np.sum(c.w, dtype=np.float64))
+            class_rows(x, c.t_index, c.w, np.int64(c.ignore), omeps, eps_c, wsum, dy, np.int64(dmode),
+                       dt.type(g * scale), rows, gx, want_grad, bad)
+    if bad.any():
+        _raise_bad(c, (n_rows, int(np.argmax(bad))), None)
+    if loss_rows_out is not None:
+        loss_rows_out[...] = rows
+    if reduce:
+        total = float(np.sum(rows))  # float64, fixed (pairwise) order
+        if c.reduction == "mean":
+            total = total / den if den != 0 else (math.nan if n_rows == 0 else 0.0)
+        loss_flat[0] = total
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Argument checks and the public functions
+# ----------------------------------------------------------------------------------------------------------------------
+class _Call:
+    """The checked arguments of one call (views ready for the kernels or the CPU loops)."""
+
+
+def _check(logits, target, weight, ignore_index, label_smoothing, reduction):
+    c = _Call()
+    c.reduction = _common.check_reduction(reduction)
+    args = Args(logits=logits)
+    shape = tuple(int(s) for s in logits.shape)
+    if len(shape) != 2:
+        raise ValueError(f"logits must have shape (N, C), got {shape}")
+    if shape[1] == 0:
+        raise ValueError("logits must have at least one class (C >= 1)")
+    if kind(target) is None:
+        raise TypeError(f"target must be an array, got {type(target).__name__}")
+    tdt = dtype_of(target)
+    tshape = tuple(int(s) for s in target.shape)
+    c.prob = tdt.kind == "f"
+    if c.prob:
+        args.add("target", target)  # same float dtype as the logits (TypeError naming target)
+        if tshape != shape:
+            raise ValueError(f"target of probabilities must have the logits' shape {shape}, got {tshape}")
+    else:
+        if tdt not in INDEX_DTYPES:
+            raise TypeError(f"target must be int32 or int64 class indices or {args.dtype} probabilities, got {tdt}")
+        args.add("target", target, dtype=tdt)
+        if tshape != shape[:1]:
+            raise ValueError(f"target of class indices must have shape ({shape[0]},), got {tshape}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    c.ignore = int(ignore_index)
+    if c.prob and c.ignore != -100:
+        raise ValueError("ignore_index is not supported with probability targets (leave it at -100)")
+    c.eps = check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    if weight is not None:
+        args.add("weight", weight)
+        if tuple(int(s) for s in weight.shape) != shape[1:]:
+            raise ValueError(f"weight must have shape ({shape[1]},) (one per class), got {tuple(weight.shape)}")
+    c.args, c.shape, c.dtype = args, shape, args.dtype
+    return c
+
+
+def _views(c, weight):
+    args = c.args
+    c.x = args.nd("logits")
+    if c.prob:
+        c.t_prob = args.nd("target")
+        c.t_index = _placeholder_index(args.device)
+    else:
+        c.t_index = args.flat("target")
+        c.t_prob = cuda.device_array((1, 1), c.dtype) if args.device else c.x[:1, :1]  # not read
+    if weight is not None:
+        c.w = args.flat("weight")
+    else:
+        ones = np.ones(c.shape[1], c.dtype)
+        c.w = cuda.to_device(ones) if args.device else ones
+
+
+def _placeholder_index(device):
+    a = np.zeros(1, np.int64)
+    return cuda.to_device(a) if device else a
+
+
+def _run(what, logits, target, weight, ignore_index, label_smoothing, reduction, grad=None, out=None):
+    c = _check(logits, target, weight, ignore_index, label_smoothing, reduction)
+    args = c.args
+    n_rows = c.shape[0]
+    if out is not None and what == "forward" and c.reduction != "none":
+        raise ValueError("out is only accepted with reduction='none' (a reduced loss is a new 0-d array)")
+    upstream = None
+    if what != "forward":
+        # the 'mean' scale (1 / sum of weights) is applied by the kernels: parse grad as for 'sum'
+        up = _common.upstream_grad(grad, "sum" if c.reduction == "mean" else c.reduction, args, (n_rows,),
+                                   placeholder="logits")
+        upstream = (up.dy, up.mode, up.g)
+    dx = None
+    if what != "forward":
+        dx = args.output("out", out if what != "forward" else None, c.shape)
+    loss = loss_rows = loss_flat = None
+    reduce = what != "backward" and c.reduction != "none"
+    if what != "backward":
+        if c.reduction == "none":
+            name = "out" if what == "forward" else "loss"
+            loss = args.output(name, out if what == "forward" else None, (n_rows,))
+            loss_rows = args.flat(name)
+        else:
+            loss, loss_flat = _common.scalar_result(args, "logits")
+    _views(c, weight)
+    if args.device:
+        _device_run(c, reduce, dx is not None, loss_rows, loss_flat, upstream,
+                    args.nd("out") if dx is not None else None)
+    else:
+        _cpu_run(c, reduce, dx is not None, loss_rows, loss_flat, upstream,
+                 args.nd("out") if dx is not None else None)
+    args.finish()
+    if what == "forward":
+        return loss
+    if what == "backward":
+        return dx
+    return loss, dx
+
+
+_DOC_ARGS = """
+    Args:
+        logits: float32 or float64 array of shape (N, C) (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        target: class indices, int32 or int64 of shape (N,), each in [0, C) or ``ignore_index``; or probabilities,
+            the logits' dtype and shape (N, C).
+        weight: optional (C,) class weights, the logits' dtype.
+        ignore_index: rows whose target equals it count for nothing (class-index targets only).
+        label_smoothing: eps in [0, 1].
+        reduction: ``"mean"`` (divided by the summed weight of the non-ignored rows; by N for probability targets),
+            ``"sum"`` or ``"none"`` (the (N,) row losses)."""
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean", *,
+                  out=None):
+    r"""Cross entropy of softmax(logits) against class indices or probabilities (``F.cross_entropy``).
+
+    .. math:: \ell_n = (1 - \varepsilon)\, w_{y_n} (\operatorname{lse}(x_n) - x_{n y_n})
+              + \frac{\varepsilon}{C} \sum_c w_c (\operatorname{lse}(x_n) - x_{nc})
+    """ + _DOC_ARGS + r"""
+        out: optional preallocated (N,) row losses (reduction ``"none"`` only).
+
+    Returns:
+        ``"none"``: (N,) array like ``logits``; ``"mean"``/``"sum"``: a 0-d array of the logits' kind and dtype (it
+        stays on the device for device inputs; ``float(loss)`` reads it).
+
+    Raises:
+        ValueError: a target outside [0, C) that is not ``ignore_index``, or a row of all -inf logits (checked on the
+            device for device inputs, raised after the kernel that found it).
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> x = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> round(float(gpunn.cross_entropy(x, np.array([0, 2]))), 6)
+        0.626523
+    """
+    return _run("forward", logits, target, weight, ignore_index, label_smoothing, reduction, out=out)
+
+
+def cross_entropy_backward(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                           grad=None, *, out=None):
+    r"""Gradient of :func:`cross_entropy` with respect to the logits.
+
+    .. math:: \frac{\partial \ell}{\partial x_{nc}} = g_n s \left[(1 - \varepsilon) w_{y_n} (p_{nc} - [c = y_n])
+              + \frac{\varepsilon}{C} (p_{nc} W - w_c)\right]
+
+    with p = softmax(x_n), W = sum_c w_c, s = 1 / (summed weight) for ``"mean"``, else 1, and ``g`` the upstream
+    gradient ``grad``: ``None`` (1), a scalar or one-element array for ``"mean"``/``"sum"``, an (N,) array (or a
+    scalar) for ``"none"``. Probability targets: ``g_n s (p_{nc} \sum_k w_k t'_{nk} - w_c t'_{nc})``.
+    """ + _DOC_ARGS + r"""
+        grad: the upstream gradient (see above).
+        out: optional preallocated (N, C) gradient; may be ``logits`` itself (in place: nothing is written when the
+            input is bad).
+
+    Returns:
+        ``dlogits``, an (N, C) array like ``logits``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.cross_entropy_backward(np.zeros((1, 2)), np.array([1]))
+        array([[ 0.5, -0.5]])
+    """
+    return _run("backward", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out)
+
+
+def cross_entropy_with_grad(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                            grad=None, *, out=None):
+    r"""``(cross_entropy(...), cross_entropy_backward(...))`` from one read of the logits for the row statistics and
+    one more to write the gradient. ``out``: the gradient's buffer, may be ``logits`` itself.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> loss, dx = gpunn.cross_entropy_with_grad(np.zeros((1, 2)), np.array([1]))
+        >>> round(float(loss), 6), dx
+        (0.693147, array([[ 0.5, -0.5]]))
+    """
+    return _run("with_grad", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Kernel build check
+# ----------------------------------------------------------------------------------------------------------------------
+def _register():
+    block = 256  # the GPU block size (block_size() outside the simulator)
+    variants = [("int32", False), ("int64", False), ("probs", True)]
+    for tname, prob in variants:
+        idx = "int64" if prob else tname
+
+        def sigs(dt, idx=idx):
+            stats = f"void({dt}[:, ::1], {dt}[:, ::1], {dt}[::1], {dt}, {dt}, int64, int64, int64, " \
+                    f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1])"
+            rows = f"void({dt}[:, ::1], {idx}[::1], {dt}[::1], int64, {dt}, {dt}, int64, " \
+                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], " \
+                   f"int64[::1], float64[:, ::1])"
+            total = f"void(float64[:, ::1], int64, int64, {dt}[::1], {dt}[::1])"
+            back = f"void({dt}[:, ::1], {idx}[::1], {dt}[:, ::1], {dt}[::1], int64, {dt}, {dt}, " \
+                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], {dt}[:, ::1])"
+            return {"stats": stats, "rows_sum": rows, "total_sum": total, "backward": back}
+
+        for key in ("stats", "rows_sum", "total_sum", "backward"):
+            if key == "total_sum" and tname != "probs":
+                continue  # the same kernel for every target kind: registered once
+            _registry.for_dtypes(
+                f"cross_entropy_{key}[{tname}]" if key != "total_sum" else "cross_entropy_total_sum",
+                (lambda dt, key=key, prob=prob: _device_kernels(dt, block, prob)[key]),
+                (lambda dt, key=key, sigs=sigs: sigs(dt)[key]), f64_accumulator=key.endswith("_sum"))
+
+
+_register()
