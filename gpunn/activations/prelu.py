@@ -1,0 +1,276 @@
+r"""PReLU: leaky ReLU with a learned slope per channel.
+
+Forward:  y = x if x > 0 else a[c] * x
+Backward: dx = dy if x > 0 else a[c] * dy
+          dweight[c] = sum over every axis but the channel axis of (0 if x > 0 else x * dy)       (saved: x)
+
+``weight`` has 1 entry (one slope shared by every element) or C entries, C = x.shape[1] (the channel axis is axis 1;
+an input with ndim < 2 has one channel). The element at flat index i of a C-contiguous x of shape (N, C, *rest) is in
+channel c = (i // inner) % C, inner = prod(rest). The backward views x as (outer, C, inner).
+
+dweight is a deterministic sum, accumulated in float64: on the device, per-channel block partials (gpunn._reduce)
+then a fixed-order final pass; on the CPU, fixed chunks of each (outer, c) row summed in float64, then the chunk
+partials summed by NumPy in float64. The same input gives the same bits every run. One pass over the data computes dx
+and the dweight partials together.
+
+Masks follow PyTorch: at x = NaN the test ``x > 0`` fails, so y = a * NaN = NaN, dx = a * dy and dweight[c] is NaN.
+"""
+
+import functools
+
+import numpy as np
+from numba import cuda, float64, int64, njit, prange
+
+from .. import _reduce
+from .._runtime import Args, launch_config, simulator
+
+_CHUNK = 4096  # elements per CPU task (a row of (outer, C, inner) is split into chunks of this many)
+
+
+# ---- scalar math (one definition, called by the CUDA kernels and by the CPU loops) ----------------------------------
+@functools.lru_cache(maxsize=None)
+def _math(dtype):
+    zero = np.dtype(dtype).type(0.0)
+
+    @njit(inline="always")
+    def forward(x, a):
+        return x if x > zero else a * x  # y = x if x > 0 else a x (NaN fails the test: a * NaN = NaN)
+
+    @njit(inline="always")
+    def backward(dy, x, a):
+        return dy if x > zero else a * dy  # dx = dy if x > 0 else a dy
+
+    return forward, backward
+
+
+# ---- CUDA kernels ----------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _prelu_forward_kernel(dtype):
+    forward, _ = _math(dtype)
+
+    @cuda.jit
+    def _prelu_forward_kernel(x, weight, inner, channels, out):
+        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+            c = (i // inner) % channels
+            out[i] = forward(x[i], weight[c])
+
+    return _prelu_forward_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _prelu_backward_kernel(dtype, block):
+    _, backward = _math(dtype)
+    block_partial = _reduce.block_partial_fn(block)
+    zero = np.dtype(dtype).type(0.0)
+
+    @cuda.jit
+    def _prelu_backward_sum_kernel(dy, x, weight, outer, channels, inner, dx, partials):
+        # grid (bx, by): block row blockIdx.y takes channels c = blockIdx.y, blockIdx.y + by, ...; for each, the bx
+        # blocks stride over that channel's outer * inner elements (a fixed slice per thread: deterministic)
+        m = outer * inner
+        for c in range(int64(cuda.blockIdx.y), channels, int64(cuda.gridDim.y)):
+            a = weight[c]
+            acc = float64(0.0)
+            start = int64(cuda.blockIdx.x) * int64(cuda.blockDim.x) + int64(cuda.threadIdx.x)
+            for j in range(start, m, int64(cuda.gridDim.x) * int64(cuda.blockDim.x)):
+                i = ((j // inner) * channels + c) * inner + j % inner
+                xi = x[i]
+                d = dy[i]  # read both before writing dx, which may alias dy or x
+                dx[i] = backward(d, xi, a)
+                if not xi > zero:
+                    acc += float64(xi) * float64(d)  # dweight[c] += x * dy where x <= 0 (or NaN)
+            block_partial(acc, partials, c)  # every thread of the block reaches this: the loop bounds are uniform
+
+    return _prelu_backward_sum_kernel
+
+
+def _backward_grid(channels, m):
+    """(bx, by) blocks for the dweight kernel: depends on the sizes and the device only (determinism)."""
+    by = min(channels, 2 if simulator() else 65535)
+    bx, threads = _reduce.reduce_grid(m)
+    if not simulator():
+        total, _ = _reduce.reduce_grid(m * channels)
+        bx = max(1, min(bx, -(-total // by)))
+    return (bx, by), threads
+
+
+# ---- CPU path --------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _cpu_kernels(dtype):
+    forward, backward = _math(dtype)
+    zero = np.dtype(dtype).type(0.0)
+
+    @njit(parallel=True)
+    def cpu_forward(x, weight, outer, channels, inner, out):
+        n_chunks = (inner + _CHUNK - 1) // _CHUNK
+        for t in prange(outer * channels * n_chunks):
+            row = t // n_chunks
+            a = weight[row % channels]
+            start = row * inner + (t % n_chunks) * _CHUNK
+            end = min(start + _CHUNK, row * inner + inner)
+            for i in range(start, end):
+                out[i] = forward(x[i], a)
+
+    @njit(parallel=True)
+    def cpu_backward(dy, x, weight, outer, channels, inner, dx, partials):
+        n_chunks = (inner + _CHUNK - 1) // _CHUNK
+        for t in prange(outer * channels * n_chunks):
+            row = t // n_chunks
+            a = weight[row % channels]
+            start = row * inner + (t % n_chunks) * _CHUNK
+            end = min(start + _CHUNK, row * inner + inner)
+            acc = 0.0
+            for i in range(start, end):
+                xi = x[i]
+                d = dy[i]
+                dx[i] = backward(d, xi, a)
+                if not xi > zero:
+                    acc += np.float64(xi) * np.float64(d)  # dweight[c] += x * dy where x <= 0 (or NaN)
+            partials[t] = acc
+
+    return cpu_forward, cpu_backward
+
+
+# ---- public functions ------------------------------------------------------------------------------------------------
+def _layout(x, weight):
+    """(outer, channels, inner) of x as the kernels see it, after checking weight's shape against x."""
+    wshape = tuple(weight.shape)
+    if len(wshape) > 1:
+        raise ValueError(f"weight must be a scalar or 1-D array, got shape {wshape}")
+    wsize = int(np.prod(wshape, dtype=np.int64))
+    shape = tuple(int(s) for s in x.shape)
+    c = shape[1] if len(shape) >= 2 else 1
+    if wsize != 1 and wsize != c:
+        raise ValueError(f"weight must have 1 entry or C = {c} entries (x.shape[1]"
+                         f"{'' if len(shape) >= 2 else ': x has ndim < 2, so one channel'}), got {wsize}")
+    n = int(np.prod(shape, dtype=np.int64))
+    if wsize == 1 or len(shape) < 2:
+        return 1, 1, n
+    inner = int(np.prod(shape[2:], dtype=np.int64))
+    return shape[0], c, inner
+
+
+def prelu(x, weight, *, out=None):
+    r"""Parametric ReLU: a learned negative slope per channel (axis 1) or one shared slope.
+
+    .. math:: y = \begin{cases} x & x > 0 \\ a_c\,x & x \le 0 \end{cases}
+
+    Args:
+        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba); axis 1 is
+            the channel axis (ndim < 2: one channel).
+        weight: the slopes ``a``, same dtype and side (host/device) as ``x``, shape (1,), () or (C,).
+        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+
+    Returns:
+        ``y``, an array of the same kind, shape and dtype as ``x``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> x = np.array([[-1.0, -1.0], [2.0, -4.0]], np.float32)
+        >>> gpunn.prelu(x, np.array([0.25, 0.5], np.float32))
+        array([[-0.25, -0.5 ],
+               [ 2.  , -2.  ]], dtype=float32)
+    """
+    args = Args(x=x, weight=weight)
+    outer, channels, inner = _layout(x, weight)
+    out = args.output("out", out, x.shape)
+    x_flat, w_flat, out_flat = args.flat("x"), args.flat("weight"), args.flat("out")
+    if x_flat.size:
+        if args.device:
+            blocks, threads = launch_config(x_flat.size)
+            _prelu_forward_kernel(args.dtype)[blocks, threads](x_flat, w_flat, inner, channels, out_flat)
+        else:
+            _cpu_kernels(args.dtype)[0](x_flat, w_flat, outer, channels, inner, out_flat)
+    args.finish()
+    return out
+
+
+def prelu_backward(dy, x, weight, *, out=None):
+    r"""Gradient of :func:`prelu` with respect to ``x`` and to ``weight``.
+
+    .. math:: dx = dy \cdot \begin{cases} 1 & x > 0 \\ a_c & x \le 0 \end{cases}, \qquad
+              \frac{\partial L}{\partial a_c} = \sum_{\text{all axes but } 1} [x \le 0]\, x\, dy
+
+    Args:
+        dy: upstream gradient, same shape and dtype as ``x``.
+        x: the forward input.
+        weight: the slopes of the forward call.
+        out: optional preallocated results: an array (used for ``dx``; ``dweight`` is allocated), or a pair
+            ``(dx, dweight)`` where either entry may be None. ``dx`` may be ``dy`` or ``x``; ``dweight`` must have
+            ``weight``'s shape and dtype and may be ``weight`` itself.
+
+    Returns:
+        ``(dx, dweight)``: ``dx`` like ``x``; ``dweight`` of ``weight``'s kind, shape and dtype, a deterministic sum
+        accumulated in float64.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> x = np.array([[-1.0, -1.0], [2.0, -4.0]], np.float32)
+        >>> dx, dw = gpunn.prelu_backward(np.ones_like(x), x, np.array([0.25, 0.5], np.float32))
+        >>> dx
+        array([[0.25, 0.5 ],
+               [1.  , 0.5 ]], dtype=float32)
+        >>> dw
+        array([-1., -5.], dtype=float32)
+    """
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError(f"out must be an array (dx) or a pair (dx, dweight), got a sequence of {len(out)}")
+        out_dx, out_dw = out
+    else:
+        out_dx, out_dw = out, None
+    args = Args(dy=dy, x=x, weight=weight)
+    args.same_shape("dy", "x")
+    outer, channels, inner = _layout(x, weight)
+    dx = args.output("dx", out_dx, x.shape)
+    dweight = args.output("dweight", out_dw, weight.shape, like="weight")
+    dy_flat, x_flat, dx_flat = args.flat("dy"), args.flat("x"), args.flat("dx")
+    dw_flat = args.flat("dweight")
+    n, wsize = x_flat.size, dw_flat.size
+    if args.device:
+        w_flat = args.flat("weight")
+        if out_dw is not None and wsize:  # dweight may be weight itself: give the kernel its own copy of the slopes
+            w_flat = _device_copy(w_flat)
+        if n == 0:
+            if wsize:
+                dw_flat.copy_to_device(np.zeros(wsize, args.dtype))
+        else:
+            (bx, by), threads = _backward_grid(channels, outer * inner)
+            partials = _reduce.partials_array(channels, bx)
+            kernel = _prelu_backward_kernel(args.dtype, threads)
+            kernel[(bx, by), threads](dy_flat, x_flat, w_flat, outer, channels, inner, dx_flat, partials)
+            _reduce.finish(partials, 1.0, dw_flat)
+    else:
+        w_flat = args.flat("weight").copy()
+        if n == 0:
+            dw_flat[...] = 0
+        else:
+            n_chunks = -(-inner // _CHUNK)
+            partials = np.empty(outer * channels * n_chunks, np.float64)
+            _cpu_kernels(args.dtype)[1](dy_flat, x_flat, w_flat, outer, channels, inner, dx_flat, partials)
+            # a fixed-order float64 sum (NumPy's pairwise sum over a fixed layout)
+            dw_flat[...] = partials.reshape(outer, channels, n_chunks).sum(axis=(0, 2)).astype(args.dtype)
+    args.finish()
+    return dx, dweight
+
+
+def _device_copy(a):
+    from numba import cuda as _cuda
+
+    b = _cuda.device_array(a.shape, a.dtype)
+    b.copy_to_device(a)
+    return b
+
+
+def _register():
+    from .. import _registry
+
+    block = 256  # the GPU block size (block_size() outside the simulator)
+    _registry.for_dtypes("prelu_forward", lambda dt: _prelu_forward_kernel(dt),
+                         lambda dt: f"void({dt}[::1], {dt}[::1], int64, int64, {dt}[::1])")
+    _registry.for_dtypes("prelu_backward_sum", lambda dt: _prelu_backward_kernel(dt, block),
+                         lambda dt: f"void({dt}[::1], {dt}[::1], {dt}[::1], int64, int64, int64, {dt}[::1], "
+                                    "float64[:, ::1])", f64_accumulator=True)
+
+
+_register()

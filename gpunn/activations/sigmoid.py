@@ -1,0 +1,87 @@
+r"""Sigmoid (logistic function).
+
+Forward:  y = 1 / (1 + exp(-x)), computed from e = exp(-|x|) <= 1 so that neither tail overflows:
+          y = 1 / (1 + e) for x >= 0 and y = e / (1 + e) for x < 0 (never NaN for finite x, never an overflow)
+Backward: dx = dy * y * (1 - y)                       (saved: y, the forward output)
+
+sigmoid(+inf) = 1, sigmoid(-inf) = 0, sigmoid(NaN) = NaN.
+"""
+
+import functools
+
+from numba import njit
+
+from .. import _elementwise
+from .._elementwise import typed
+from . import _vecmath
+
+
+# ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
+@functools.lru_cache(maxsize=None)
+def _forward_math(dtype):
+    zero, one = typed(dtype, 0.0, 1.0)
+    exp = _vecmath.for_dtype(dtype)[0]
+
+    @njit(inline="always")
+    def f(x, a, b):
+        e = exp(-abs(x))  # in (0, 1]: no overflow in either tail
+        r = one / (one + e)
+        return r if x >= zero else e * r  # NaN: abs/exp keep NaN, the select gives e * r = NaN
+
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_math(dtype):
+    (one,) = typed(dtype, 1.0)
+
+    @njit(inline="always")
+    def f(dy, y, a, b):
+        return dy * y * (one - y)  # dx = dy * y * (1 - y)
+
+    return f
+
+
+# ---- public functions ------------------------------------------------------------------------------------------------
+def sigmoid(x, *, out=None):
+    r"""Logistic sigmoid, stable in both tails.
+
+    .. math:: y = \frac{1}{1 + e^{-x}}
+
+    Args:
+        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+
+    Returns:
+        ``y``, an array of the same kind, shape and dtype as ``x``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.sigmoid(np.array([-1000.0, 0.0, 1000.0], np.float32))
+        array([0. , 0.5, 1. ], dtype=float32)
+    """
+    return _elementwise.forward(_forward_math, x, out)
+
+
+def sigmoid_backward(dy, y, *, out=None):
+    r"""Gradient of :func:`sigmoid`, from the forward OUTPUT ``y``.
+
+    .. math:: dx = dy \cdot y (1 - y)
+
+    Args:
+        dy: upstream gradient, same shape and dtype as ``y``.
+        y: the forward output ``sigmoid(x)``.
+        out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+
+    Returns:
+        ``dx``, same kind, shape and dtype as ``y``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.sigmoid_backward(np.ones(2, np.float32), np.array([0.5, 1.0], np.float32))
+        array([0.25, 0.  ], dtype=float32)
+    """
+    return _elementwise.backward(_backward_math, dy, y, out, x_name="y")
+
+
+_elementwise.register("sigmoid", _forward_math, _backward_math)

@@ -1,0 +1,87 @@
+r"""SiLU (swish): x * sigmoid(x).
+
+Forward:  y = x / (1 + exp(-x))                       (PyTorch's form; exp(-x) = inf for very negative x gives -0)
+Backward: dx = dy * s * (1 + x (1 - s)),  s = 1 / (1 + exp(-x))      (saved: x)
+
+Never NaN for finite x; silu(+inf) = +inf, silu(-inf) = -inf / inf = NaN and the backward is NaN at +-inf, as in
+PyTorch.
+"""
+
+import functools
+
+from numba import njit
+
+from .. import _elementwise
+from .._elementwise import typed
+from . import _vecmath
+
+
+# ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
+@functools.lru_cache(maxsize=None)
+def _forward_math(dtype):
+    (one,) = typed(dtype, 1.0)
+    exp = _vecmath.for_dtype(dtype)[0]
+
+    @njit(inline="always")
+    def f(x, a, b):
+        return x / (one + exp(-x))  # y = x sigmoid(x); the denominator is >= 1, never 0
+
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_math(dtype):
+    (one,) = typed(dtype, 1.0)
+    exp = _vecmath.for_dtype(dtype)[0]
+
+    @njit(inline="always")
+    def f(dy, x, a, b):
+        s = one / (one + exp(-x))         # sigmoid(x), in [0, 1]
+        return dy * s * (one + x * (one - s))  # dx = dy * s * (1 + x (1 - s))
+
+    return f
+
+
+# ---- public functions ------------------------------------------------------------------------------------------------
+def silu(x, *, out=None):
+    r"""Sigmoid linear unit (swish with beta = 1).
+
+    .. math:: y = x\,\sigma(x) = \frac{x}{1 + e^{-x}}
+
+    Args:
+        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+
+    Returns:
+        ``y``, an array of the same kind, shape and dtype as ``x``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.silu(np.array([-1.0, 0.0, 1.0]))
+        array([-0.26894142,  0.        ,  0.73105858])
+    """
+    return _elementwise.forward(_forward_math, x, out)
+
+
+def silu_backward(dy, x, *, out=None):
+    r"""Gradient of :func:`silu`.
+
+    .. math:: dx = dy \cdot \sigma(x)\left(1 + x (1 - \sigma(x))\right)
+
+    Args:
+        dy: upstream gradient, same shape and dtype as ``x``.
+        x: the forward input.
+        out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+
+    Returns:
+        ``dx``, same kind, shape and dtype as ``x``.
+
+    Example:
+        >>> import numpy as np, gpunn
+        >>> gpunn.silu_backward(np.ones(3), np.array([-1.0, 0.0, 1.0]))
+        array([0.07232949, 0.5       , 0.92767051])
+    """
+    return _elementwise.backward(_backward_math, dy, x, out)
+
+
+_elementwise.register("silu", _forward_math, _backward_math)
