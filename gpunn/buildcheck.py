@@ -89,6 +89,8 @@ class Report:
     import_errors: dict[str, str]  # module -> one-line error: a module that does not import registers nothing
     kernels: int                   # distinct kernels checked (each at every cc)
     seconds: float
+    ccs: tuple = DEFAULT_CCS
+    aliases: dict = dataclasses.field(default_factory=dict)  # registered name -> identical build checked as
 
     @property
     def failures(self) -> list[Row]:
@@ -99,7 +101,7 @@ class Report:
         return not self.failures and not self.import_errors
 
     def summary(self) -> str:
-        ccs = sorted({r.cc for r in self.rows})
+        ccs = self.ccs
         n_fail = len(self.failures)
         parts = [f"{self.kernels} kernels x {len(ccs)} targets "
                  f"({', '.join(f'sm_{a}{b}' for a, b in ccs)}) = {len(self.rows)} builds in {self.seconds:.1f} s"]
@@ -110,13 +112,16 @@ class Report:
         parts.append(f"{n_fail} failing: {errors} not compiled, {spills} spilling, {f64} with float64 in float32")
         if local:
             parts.append(f"{local} with local memory (reported, not a failure)")
+        if self.aliases:
+            parts.append(f"{len(self.aliases)} registrations identical to a checked build")
         if self.import_errors:
             parts.append(f"{len(self.import_errors)} modules failed to import")
         return "; ".join(parts) + ("; OK" if self.ok else "; FAILED")
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "summary": self.summary(), "seconds": self.seconds, "kernels": self.kernels,
-                "import_errors": self.import_errors, "rows": [r.as_dict() for r in self.rows]}
+                "targets": [f"sm_{a}{b}" for a, b in self.ccs],
+                "import_errors": self.import_errors, "aliases": self.aliases, "rows": [r.as_dict() for r in self.rows]}
 
 
 # ---- collecting the kernels ------------------------------------------------------------------------------------------
@@ -160,28 +165,33 @@ def _strided_specs():
 
 
 def collect(pattern: str | None = None):
-    """(specs, import_errors): the registered kernels (plus the strided gathers when not registered already),
-    without duplicates, optionally filtered by ``pattern`` (a substring, or a glob when it contains * ? [)."""
+    """(specs, import_errors, aliases): the registered kernels (plus the strided gathers), each distinct build once,
+    optionally filtered by ``pattern`` (a substring, or a glob when it contains * ? [). ``aliases`` maps the name of
+    a registration that is the very same build as an earlier one (same dispatcher, same signature: e.g. a kernel
+    registered once per target dtype that does not read the targets) to the name that is checked for it."""
     errors = import_all()
     from ._registry import KERNELS
 
     specs = list(KERNELS)
     if "gpunn._strided" not in errors:
         specs += _strided_specs()
-    seen, unique = set(), []
-    for spec in specs:
-        try:
-            key = (id(spec.build()), spec.signature)  # build() runs a factory only; it compiles nothing
-        except Exception:  # noqa: BLE001 - reported when checked
-            key = (spec.name, spec.signature)
-        if key in seen:
-            continue
-        seen.add(key)
-        unique.append(spec)
     if pattern:
         glob = any(c in pattern for c in "*?[")
-        unique = [s for s in unique if (fnmatchcase(s.name, pattern) if glob else pattern in s.name)]
-    return unique, errors
+        specs = [s for s in specs if (fnmatchcase(s.name, pattern) if glob else pattern in s.name)]
+    first, unique, aliases, keep = {}, [], {}, []
+    for spec in specs:
+        try:
+            kernel = spec.build()  # runs a factory only; it compiles nothing
+            keep.append(kernel)  # held, so that id() is not reused by a later build
+            key = (id(kernel), spec.signature)
+        except Exception:  # noqa: BLE001 - reported when the spec is checked
+            key = (spec.name, spec.signature)
+        if key in first:
+            aliases[spec.name] = first[key]
+            continue
+        first[key] = spec.name
+        unique.append(spec)
+    return unique, errors, aliases
 
 
 # ---- compiling ---------------------------------------------------------------------------------------------------
@@ -388,9 +398,9 @@ def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None) 
     :class:`ToolchainError` when NVVM or nvJitLink is missing; every other failure is a row of the report."""
     start = time.perf_counter()
     check_toolchain(ccs[0])
-    errors = {}
+    errors, aliases = {}, {}
     if specs is None:
-        specs, errors = collect(pattern)
+        specs, errors, aliases = collect(pattern)
     rows = []
     for spec in specs:
         for cc in ccs:
@@ -398,7 +408,7 @@ def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None) 
             rows.append(row)
             if progress is not None:
                 progress(row)
-    return Report(rows, errors, len(specs), time.perf_counter() - start)
+    return Report(rows, errors, len(specs), time.perf_counter() - start, tuple(tuple(cc) for cc in ccs), aliases)
 
 
 # ---- printing ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,276 @@
+"""The kernel build check (gpunn/buildcheck.py, ``gpunn kernels``).
+
+Every registered kernel must compile to PTX for sm_80 and sm_90, link to SASS with nvJitLink, spill 0 bytes, and (the
+float32 kernels) contain no float64 instruction. Then the checker itself: it must flag a float32 kernel with a float64
+literal, report local memory and spills, ignore register names that merely look like ``f64``, and exit 2 with one line
+when the toolchain is missing.
+
+The compiles need the real CUDA target, which the simulator replaces (tests/conftest.py switches it on), so they run
+in child processes with ``NUMBA_ENABLE_CUDASIM=0``; they compile, nothing is launched, no GPU is needed. The full check
+is one child process (all kernels, both targets, about 10 s here for ~60 kernels); the parser tests run in-process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gpunn import _registry, buildcheck
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = ["sm_80", "sm_90"]
+
+
+def _child(argv, timeout=300):
+    """Run ``python argv...`` from the repository root with the simulator off."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _toolchain_or_skip():
+    probe = _child(["-c", "from gpunn import buildcheck; buildcheck.check_toolchain()"], timeout=120)
+    if probe.returncode != 0 and "ToolchainError" in probe.stderr:
+        pytest.skip("NVVM/nvJitLink not installed: " + probe.stderr.strip().splitlines()[-1])
+    assert probe.returncode == 0, probe.stderr
+
+
+# ---- every registered kernel ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def full_report():
+    _toolchain_or_skip()
+    result = _child(["-m", "gpunn", "kernels", "--json", "--cc", "80", "90"])
+    assert result.returncode in (0, 1), f"gpunn kernels crashed (rc {result.returncode}):\n{result.stderr[-3000:]}"
+    report = json.loads(result.stdout)
+    report["returncode"] = result.returncode
+    return report
+
+
+def _fmt(rows):
+    return "\n".join(f"  {r['name']} {r['cc']}: regs {r['registers']}, spills {r['spill_stores']}/{r['spill_loads']} B, "
+                     f"local {r['local_bytes']} B, f64 {r['f64_instructions']}, error {r['error']}" for r in rows[:20])
+
+
+def test_every_op_module_imports(full_report):
+    assert full_report["import_errors"] == {}, f"modules that register nothing: {full_report['import_errors']}"
+
+
+def test_every_registered_kernel_is_checked_at_both_targets(full_report):
+    # the registry as this process sees it (importing every op module registers; nothing compiles)
+    buildcheck.import_all()
+    registered = {spec.name for spec in _registry.KERNELS}
+    assert {"relu_forward[float32]", "relu_backward[float64]", "reduce_array_sum[float32]"} <= registered
+    checked = {(r["name"], r["cc"]) for r in full_report["rows"]}
+    aliases = full_report["aliases"]  # a registration that is the same dispatcher and signature as one checked
+    assert all((aliases[name], cc) in checked for name in aliases for cc in TARGETS)
+    missing = sorted((name, cc) for name in registered for cc in TARGETS
+                     if (aliases.get(name, name), cc) not in checked)
+    assert not missing, f"{len(missing)} registered kernel builds were not checked: {missing[:10]}"
+    # the strided gathers, which _strided.py does not register, are checked too
+    assert {(f"strided_gather_{d}d[float32]", "sm_90") for d in (1, 2, 3, 4)} <= checked
+    assert full_report["targets"] == TARGETS
+    assert len(full_report["rows"]) == 2 * full_report["kernels"]
+
+
+def test_every_kernel_compiles_and_links(full_report):
+    failed = [r for r in full_report["rows"] if r["error"] is not None]
+    assert not failed, f"{len(failed)} builds failed:\n{_fmt(failed)}"
+    assert all(r["registers"] and r["registers"] > 0 for r in full_report["rows"])
+
+
+def test_no_kernel_spills(full_report):
+    spilling = [r for r in full_report["rows"] if r["spill_stores"] or r["spill_loads"]]
+    assert not spilling, f"{len(spilling)} builds spill registers:\n{_fmt(spilling)}"
+
+
+def test_float32_kernels_have_no_float64_math(full_report):
+    bad = [r for r in full_report["rows"] if r["f64_ok"] is False]
+    assert not bad, f"{len(bad)} float32 builds compute in float64 (a Python float/int literal?):\n{_fmt(bad)}"
+    # and the check did run on the float32 kernels: they are the rows with f64_ok set
+    assert any(r["f64_ok"] is True for r in full_report["rows"])
+
+
+def test_check_passes_overall(full_report):
+    assert full_report["ok"] and full_report["returncode"] == 0, full_report["summary"]
+
+
+# ---- the checker can fail ------------------------------------------------------------------------------------------
+BAD_KERNELS = textwrap.dedent('''
+    import json, sys
+    from numba import cuda, float32, int64
+    from gpunn import _registry, buildcheck
+    from gpunn._registry import KernelSpec
+
+    @cuda.jit
+    def literal_kernel(x, out):                  # x[i] * 0.1: float32 promoted to float64 by the literal
+        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+            out[i] = x[i] * 0.1
+
+    @cuda.jit
+    def local_kernel(x, out):                    # a 16 KiB per-thread array lives in local memory
+        buf = cuda.local.array(4096, float32)
+        n = x.size
+        for j in range(4096):
+            buf[j] = x[(j * 7919) % n]
+        acc = float32(0)
+        for j in range(4096):
+            acc += buf[(j * int64(x[j % n])) % 4096]
+        out[0] = acc
+
+    @cuda.jit(max_registers=16)
+    def hungry_kernel(x, out):                   # 24 live values, 16 registers at most: must spill
+        i = cuda.grid(1)
+        v0 = x[i]; v1 = x[i + 1]; v2 = x[i + 2]; v3 = x[i + 3]; v4 = x[i + 4]; v5 = x[i + 5]
+        v6 = x[i + 6]; v7 = x[i + 7]; v8 = x[i + 8]; v9 = x[i + 9]; v10 = x[i + 10]; v11 = x[i + 11]
+        v12 = x[i + 12]; v13 = x[i + 13]; v14 = x[i + 14]; v15 = x[i + 15]; v16 = x[i + 16]; v17 = x[i + 17]
+        v18 = x[i + 18]; v19 = x[i + 19]; v20 = x[i + 20]; v21 = x[i + 21]; v22 = x[i + 22]; v23 = x[i + 23]
+        s = v0 * v23
+        s = s * v1 + v22
+        s = s * v2 + v21
+        s = s * v3 + v20
+        s = s * v4 + v19
+        s = s * v5 + v18
+        s = s * v6 + v17
+        s = s * v7 + v16
+        s = s * v8 + v15
+        s = s * v9 + v14
+        s = s * v10 + v13
+        s = s * v11 + v12
+        out[i] = s + v0 * v1 * v2 * v3 * v4 * v5 * v6 * v7 * v8 * v9 * v10 * v11 + v12 + v13 + v14 + v15 + v16 + v17 \\
+            + v18 + v19 + v20 + v21 + v22 + v23
+
+    sig32 = "void(float32[::1], float32[::1])"
+    specs = [
+        KernelSpec("literal[float32]", lambda: literal_kernel, sig32, "float32"),
+        KernelSpec("literal[float64]", lambda: literal_kernel, "void(float64[::1], float64[::1])", "float64"),
+        KernelSpec("literal_acc[float32]", lambda: literal_kernel, sig32, "float32", f64_accumulator=True),
+        KernelSpec("local[float32]", lambda: local_kernel, sig32, "float32"),
+        KernelSpec("hungry[float32]", lambda: hungry_kernel, sig32, "float32"),
+    ]
+    report = buildcheck.run(((8, 0), (9, 0)), specs=specs)
+
+    # the same through the command: register one bad kernel, the CLI must exit 1
+    from gpunn import cli
+    _registry.register("zz_test_literal[float32]", lambda: literal_kernel, sig32, "float32")
+    sys.stdout.flush()
+    rc = cli.main(["kernels", "--filter", "zz_test_literal", "--cc", "90"])
+    print("\\n@@" + json.dumps({"report": report.as_dict(), "cli_rc": rc}))
+''')
+
+
+@pytest.fixture(scope="module")
+def bad_report(tmp_path_factory):
+    _toolchain_or_skip()
+    script = tmp_path_factory.mktemp("buildcheck") / "bad_kernels.py"
+    script.write_text(BAD_KERNELS)
+    result = _child([str(script)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table, payload = result.stdout.rsplit("\n@@", 1)
+    data = json.loads(payload)
+    data["table"] = table
+    data["rows"] = {(r["name"], r["cc"]): r for r in data["report"]["rows"]}
+    return data
+
+
+@pytest.mark.parametrize("cc", TARGETS)
+def test_float64_literal_in_float32_kernel_is_flagged(bad_report, cc):
+    row = bad_report["rows"][("literal[float32]", cc)]
+    assert row["f64_ok"] is False and not row["ok"]
+    assert "mul.f64" in row["f64_instructions"] and "cvt.f64.f32" in row["f64_instructions"]
+    assert row["error"] is None and row["spill_stores"] == 0  # flagged for the float64, nothing else
+    # the same code is fine as a float64 kernel, or as a declared float64 accumulator
+    assert bad_report["rows"][("literal[float64]", cc)]["ok"]
+    assert bad_report["rows"][("literal[float64]", cc)]["f64_ok"] is None
+    assert bad_report["rows"][("literal_acc[float32]", cc)]["ok"]
+
+
+@pytest.mark.parametrize("cc", TARGETS)
+def test_local_array_shows_local_memory(bad_report, cc):
+    row = bad_report["rows"][("local[float32]", cc)]
+    assert row["error"] is None
+    assert row["local_bytes"] >= 4096 * 4, row
+    assert row["f64_ok"] is True  # float32(0) and an int64 index: no float64
+
+
+@pytest.mark.parametrize("cc", TARGETS)
+def test_register_limit_shows_spills(bad_report, cc):
+    row = bad_report["rows"][("hungry[float32]", cc)]
+    assert row["error"] is None
+    # max_registers=16 of the dispatcher reached nvJitLink (ptxas raises a limit that low to its minimum, 24 here)
+    assert row["registers"] <= 24, row
+    assert row["spill_stores"] > 0 and row["spill_loads"] > 0 and row["local_bytes"] > 0, row
+    assert not row["ok"] and row["f64_ok"] is True  # failing for the spills alone
+
+
+def test_report_fails_and_cli_exits_1(bad_report):
+    report = bad_report["report"]
+    assert not report["ok"] and "FAILED" in report["summary"]
+    assert bad_report["cli_rc"] == 1
+    assert "zz_test_literal[float32]" in bad_report["table"] and "float64 in a float32 kernel" in bad_report["table"]
+
+
+def test_missing_toolchain_exits_2_with_one_line():
+    # numba-cuda imports the bindings itself, so the library is made to fail where it is loaded: at the first call
+    code = ("import sys\n"
+            "from cuda.bindings import nvjitlink\n"
+            "def create(*args): raise RuntimeError('libnvJitLink.so.13 not found')\n"
+            "nvjitlink.create = create\n"
+            "from gpunn import cli; sys.exit(cli.main(['kernels']))")
+    result = _child(["-c", code], timeout=120)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "toolchain missing" in lines[0] and "nvJitLink" in lines[0], lines
+    assert result.stdout == ""
+
+
+# ---- the parsers, in-process ----------------------------------------------------------------------------------------
+PTX = """
+\t.reg .f32 \t%f<70>;
+\t.reg .f64 \t%fd<3>;          // declared, never used: not an instruction
+\tadd.f32 \t%f64, %f63, %f1;   // register %f64 is float32 register number 64
+\tld.param.f64 \t%fd1, [p];     // loading a float64 argument is data movement
+\tcvt.rn.f32.f64 \t%f2, %fd1;   // narrowing it is data movement too
+\tmov.b64 \t%rd1, %fd1;
+\t// mul.f64 in a comment
+$L__BB0_2:
+\t@%p1 bra \t$L__BB0_2;
+"""
+
+
+def test_f64_scan_reads_opcodes_not_names():
+    assert buildcheck.f64_instructions(PTX) == []
+    flagged = PTX + "\tcvt.f64.f32 \t%fd2, %f2;\n\t@%p2 fma.rn.f64 \t%fd2, %fd2, %fd1, %fd1;\n\tsetp.gt.f64 \t%p3, %fd2, 0d0;\n"
+    assert buildcheck.f64_instructions(flagged) == ["cvt.f64.f32", "fma.rn.f64", "setp.gt.f64"]
+
+
+LOG = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'k' for 'sm_80'
+ptxas info    : Function properties for helper
+ptxas         .     8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads
+ptxas info    : Function properties for k
+ptxas         .     24 bytes stack frame, 16 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 16 registers, used 0 barriers, 24 bytes cumulative stack size
+info    : Function properties for 'k':
+info    : used 18 registers, used 1 barriers, 32 stack, 0 bytes smem, 360 bytes cmem[0], 24 bytes lmem
+"""
+
+
+def test_log_parser_sums_spills_and_takes_the_linked_registers():
+    assert buildcheck.parse_log(LOG) == {"registers": 18, "spill_stores": 20, "spill_loads": 16, "local_bytes": 32}
+    ptxas_only = LOG.split("\ninfo    :")[0]
+    assert buildcheck.parse_log(ptxas_only)["registers"] == 16
+    with pytest.raises(RuntimeError, match="no resource report"):
+        buildcheck.parse_log("info : nothing here")
+
+
+@pytest.mark.parametrize("text, cc", [("80", (8, 0)), ("sm_90", (9, 0)), ("8.6", (8, 6)), ("100", (10, 0))])
+def test_parse_cc(text, cc):
+    assert buildcheck.parse_cc(text) == cc
+
+
+@pytest.mark.parametrize("text", ["8", "sm_x", ""])
+def test_parse_cc_rejects(text):
+    with pytest.raises(ValueError, match="cc must look like"):
+        buildcheck.parse_cc(text)
