@@ -60,6 +60,7 @@ MAX_TENSORS_PER_LAUNCH = 24
 CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 params -> 1024 chunks, enough blocks to fill an H100
 CHUNK_SIM = 64           # in the simulator: small, so that tests with a few hundred elements cross chunk borders
 CHUNK_CPU = 1 << 16      # the CPU check pass's fixed chunk (determinism does not depend on the thread count)
+PARALLEL_MIN = 1 << 15   # CPU arrays at least this large use the parallel loops; smaller ones a plain loop
 N_STATE = 3              # state tensors an optimizer may keep per parameter (Adam: m, v, vmax)
 
 
@@ -131,11 +132,11 @@ def check_kernel(block):
 # CPU path
 # ----------------------------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def step_cpu(update, dtype):
-    """One parallel pass over one parameter: the same scalar math as the kernel, state read and written in place."""
+def step_cpu(update, dtype, parallel):
+    """One pass over one parameter: the same scalar math as the kernel, state read and written in place.
+    ``parallel``: a ``prange`` loop (large arrays) or a plain loop (small ones, where waking threads costs more)."""
     (zero,) = _typed(dtype, 0.0)
 
-    @njit(parallel=True)
     def _optim_step_cpu(p, g, s0, s1, s2, use0, use1, use2, h):
         for i in prange(p.size):
             a = s0[i] if use0 else zero
@@ -149,11 +150,10 @@ def step_cpu(update, dtype):
             if use2:
                 s2[i] = d
 
-    return _optim_step_cpu
+    return njit(parallel=parallel)(_optim_step_cpu)
 
 
-@njit(parallel=True)
-def _grad_sum_cpu(g, chunk):
+def _grad_sum(g, chunk):
     """(sum of g^2 over finite g, number of non-finite g), float64, in fixed chunks summed in order."""
     n = g.size
     nch = (n + chunk - 1) // chunk
@@ -176,6 +176,9 @@ def _grad_sum_cpu(g, chunk):
         total += sq[c]
         nbad += bad[c]
     return total, nbad
+
+
+_grad_sum_cpu = {True: njit(parallel=True)(_grad_sum), False: njit(_grad_sum)}
 
 
 def _typed(dtype, *values):
@@ -453,7 +456,7 @@ class Optimizer:
             else:
                 for i in group.indices:
                     if flat[i].size:
-                        s, b = _grad_sum_cpu(flat[i], CHUNK_CPU)
+                        s, b = _grad_sum_cpu[flat[i].size >= PARALLEL_MIN](flat[i], CHUNK_CPU)
                         sq += s
                         bad += b
         return sq, bad, launches
@@ -469,11 +472,12 @@ class Optimizer:
                                                     batch.tuple_of(gviews, group.width), batch.table,
                                                     *states, *uses, h)
             return len(group.batches)
-        fn = step_cpu(self._math(group.dtype), group.dtype)
+        update = self._math(group.dtype)
         for pos, i in enumerate(group.indices):
-            if group.views[pos].size:
+            n = group.views[pos].size
+            if n:
                 st = [group.state_slice(s, pos) if uses[s] else group.dummy for s in range(N_STATE)]
-                fn(group.views[pos], flat[i], *st, *uses, h)
+                step_cpu(update, group.dtype, n >= PARALLEL_MIN)(group.views[pos], flat[i], *st, *uses, h)
         return 0
 
     def _after_step(self, hp):
