@@ -12,7 +12,7 @@ whose ``float()`` and ``.item()`` copy the one value back; it is still a Numba d
 Sums are deterministic: on the device, block partials in float64 then one fixed-order pass (gpunn/_reduce.py's block
 tree, and :func:`finish_scalar` here, which takes the mean/sum scale as a kernel argument so that no host-to-device
 copy, hence no implicit synchronisation, happens per call); on the CPU, fixed chunks of ``CPU_CHUNK`` elements summed
-in float64 in parallel, then the chunk sums in order. The same input gives the same bits every run.
+in float64 (in parallel for large inputs), then the chunk sums in order. The same input gives the same bits every run.
 
 The upstream gradient ``grad`` of a ``*_backward``/``*_with_grad`` call is, with ``s`` = 1/numel for 'mean' and 1
 for 'sum'/'none':
@@ -34,7 +34,8 @@ as ``f(x, t, p, a, b) -> (loss, dloss/dx)`` (``p``: a broadcast per-element para
 * ``_with_grad_kernel``         out[i] = w l and dx[i] = up(i) w dl, one pass      ('none')
 * ``_with_grad_sum_kernel``     partials[blk] = sum w l and dx[i] = up(i) w dl, one pass ('mean'/'sum')
 
-and one fused parallel CPU loop doing the same. ``w`` is an optional broadcast weight (BCE's ``weight``).
+and one fused CPU loop doing the same (parallel over fixed chunks for large inputs). ``w`` is an optional broadcast
+weight (BCE's ``weight``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ __all__ = ["REDUCTIONS", "CPU_CHUNK", "Upstream", "check_reduction", "reduction_
 
 REDUCTIONS = ("none", "mean", "sum")
 CPU_CHUNK = 4096  # elements per CPU partial sum: fixed, so the CPU sum order does not depend on the thread count
+# Inputs this large take the parallel CPU loop; smaller ones the serial build of the same loop (a parallel build costs
+# ~4x the compile time and loses to thread start-up on small arrays). Both give the same bits: same chunks, same order.
+CPU_PARALLEL_MIN = 1 << 16
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -266,10 +270,9 @@ def _device_kernels(f, dtype, block):
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_loop(f, dtype):
+def _cpu_loop(f, dtype, parallel):
     (one,) = typed(dtype, 1.0)
 
-    @njit(parallel=True)
     def loop(x, t, w, winner, p, pinner, a, b, dy, dmode, g, out, dx, write_loss, want_sum, write_grad, chunk):
         # one fused pass; returns the float64 sum of the losses (fixed chunks, then the chunk sums in order)
         n = x.size
@@ -294,7 +297,7 @@ def _cpu_loop(f, dtype):
             total += sums[c]
         return total
 
-    return loop
+    return njit(parallel=True)(loop) if parallel else njit(loop)  # prange is range in the serial build
 
 
 class _Operands:
@@ -373,7 +376,7 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
             else:
                 k["with_grad"][cfg](*common, *up, loss_flat, dx_flat)
     else:
-        loop = _cpu_loop(f, dt)
+        loop = _cpu_loop(f, dt, n >= CPU_PARALLEL_MIN)
         up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g)) if upstream else (ops.x, np.int64(0), dt.type(0))
         dummy = ops.x[:0]
         total = loop(*common, *up, loss_flat if reduction == "none" and loss_flat is not None else dummy,

@@ -31,13 +31,20 @@ def _math(dtype):
 
     @njit(inline="always")
     def f(x, t, pw, a, b):
-        e = math.exp(-abs(x))  # in (0, 1]: never overflows
-        log_sigmoid = min(x, zero) - math.log1p(e)
-        sigmoid = one / (one + e) if x >= zero else e / (one + e)
+        # Written so that no term cancels another: with e = exp(-|x|) in (0, 1] and sp = log1p(e) = -logsigmoid(|x|),
+        #   x >= 0:  l = (1 - t) x + c sp           (logsigmoid(x) = -sp)
+        #   x <  0:  l = -pw t x + c sp             (logsigmoid(x) = x - sp; (1 - t - c) x = -pw t x)
+        # with c = 1 + (pw - 1) t; both terms are >= 0 for t in [0, 1], pw >= 0.
+        # The gradient (pw t + 1 - t) sigmoid(x) - pw t, rewritten (1 - t) sigmoid(x) - pw t sigmoid(-x), with
+        # sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e). NaN x takes the second branch and propagates.
+        e = math.exp(-abs(x))
+        sp = math.log1p(e)
         c = one + (pw - one) * t
-        loss = (one - t) * x - c * log_sigmoid  # (1 - t) x - (1 + (pw - 1) t) logsigmoid(x)
-        dloss = (pw * t + one - t) * sigmoid - pw * t  # (pw t + 1 - t) sigmoid(x) - pw t
-        return loss, dloss
+        big = one / (one + e)  # sigmoid(|x|)
+        small = e / (one + e)  # sigmoid(-|x|)
+        if x >= zero:
+            return (one - t) * x + c * sp, (one - t) * big - pw * t * small
+        return -(pw * t) * x + c * sp, (one - t) * small - pw * t * big
 
     return f
 
