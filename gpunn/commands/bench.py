@@ -1,0 +1,38 @@
+"""``gpunn bench``: time gpunn's ops against PyTorch, CuPy and naive NumPy; table, JSON and plots."""
+
+
+def run(args):
+    from .. import bench
+
+    if args.list:
+        for e in bench.all_entries():
+            print(f"{e.name:<40} {e.family:<12} {e.napkin}")
+        return 0
+    sizes = None
+    if args.sizes:
+        sizes = [s for s in args.sizes.split(",") if s.strip()]
+        for s in sizes:
+            bench.parse_size(s)  # a bad size fails here, before anything runs
+    bench.run(ops=args.ops, sizes=sizes, full=args.full, backend=args.backend, providers=args.providers,
+              dtype=args.dtype, repeats=args.repeats, output=args.output, stem=args.stem, plot=not args.no_plot,
+              max_sets=args.max_sets)
+    return 0
+
+
+def register(subparsers):
+    p = subparsers.add_parser("bench", help="benchmark gpunn against PyTorch, CuPy and NumPy (GB/s, fraction of a copy)",
+                              description="Benchmark gpunn's ops. Default: a quick few sizes; --full sweeps 2^10..2^26.")
+    p.add_argument("--full", action="store_true", help="sweep sizes 2^10 .. 2^26 (every other power of two)")
+    p.add_argument("--ops", default=None, help="comma-separated filter: names, families or globs (relu,losses,adam*)")
+    p.add_argument("--sizes", default=None, help="comma-separated sizes: 2^24, 16777216, 1e8, 4096x4096 (rows x cols)")
+    p.add_argument("--output", default="gpunn-bench", help="directory for the JSON, Markdown and PNG files")
+    p.add_argument("--stem", default="bench", help="file name stem inside --output (default: bench)")
+    p.add_argument("--backend", choices=["cpu", "cuda"], default=None, help="default: cuda on a GPU, else cpu")
+    p.add_argument("--providers", default=None, help="subset of gpunn,torch,numpy,cupy (default: all available)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--repeats", type=int, default=None, help="timed samples per case (default 21 on a GPU, 9 on a CPU)")
+    p.add_argument("--max-sets", type=int, default=None,
+                   help="cap the rotating input sets (quick smoke runs only: small sizes then sit in the cache)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    p.add_argument("--list", action="store_true", help="list the entries and their napkin math, then exit")
+    p.set_defaults(func=run)
