@@ -1,7 +1,7 @@
 r"""ReLU.
 
 Forward:  y = max(x, 0)
-Backward: dx = dy * (x > 0)            (saved: x; the gradient at x = 0 is 0, as in PyTorch)
+Backward: dx = dy * (x > 0)            (saved: x; the gradient at x = 0 is 0, and at x = NaN it is dy, as in PyTorch)
 
 NaN propagates: relu(NaN) = NaN, as ``torch.relu`` gives.
 """
@@ -32,7 +32,7 @@ def _backward_math(dtype):
 
     @njit(inline="always")
     def f(dy, x, a, b):
-        return dy if x > zero else zero  # dx = dy * (x > 0)
+        return zero if x <= zero else dy  # dx = dy * (x > 0); x = NaN gives dy, as PyTorch's mask (x <= 0)
 
     return f
 
