@@ -51,15 +51,14 @@ class Activation:
 
 
 def make_optimizer(name: str, params, lr: float):
-    """A gpunn.optim optimizer by the CLI's name. Momentum and NAG are SGD with momentum 0.9 (Nesterov for NAG),
-    as PyTorch spells them."""
+    """A gpunn.optim optimizer by the CLI's name (Momentum and NAG: SGD with momentum 0.9, Nesterov for NAG)."""
     opt = gpunn.optim
     if name == "sgd":
         return opt.SGD(params, lr=lr)
     if name == "momentum":
-        return opt.SGD(params, lr=lr, momentum=0.9)
+        return opt.Momentum(params, lr=lr)
     if name == "nag":
-        return opt.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+        return opt.NAG(params, lr=lr)
     if name == "rmsprop":
         return opt.RMSprop(params, lr=lr)
     if name == "adam":

@@ -7,10 +7,12 @@ Only the test surfaces' own gradients (Rosenbrock, Beale) are written out here: 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 
+from . import cpu_threads
 from .mlp import ACTIVATIONS, Activation
 
 PRELU_SLOPE = 0.25
@@ -117,10 +119,10 @@ def beale_grad(p):
 
 # name -> (f, grad, start, minimum, steps, window (xmin, xmax, ymin, ymax), {optimizer: lr})
 SURFACES = {
-    "rosenbrock": (rosenbrock, rosenbrock_grad, (-1.2, 1.0), (1.0, 1.0), 3000, (-2.0, 2.0, -1.0, 3.0),
-                   {"SGD": 1e-3, "Momentum": 2e-4, "NAG": 2e-4, "RMSprop": 1e-3, "Adam": 2e-2}),
-    "beale": (beale, beale_grad, (1.0, 1.4), (3.0, 0.5), 3000, (-1.0, 4.5, -1.5, 2.0),
-              {"SGD": 1e-3, "Momentum": 2e-4, "NAG": 2e-4, "RMSprop": 1e-3, "Adam": 1e-2}),
+    "rosenbrock": (rosenbrock, rosenbrock_grad, (-1.2, 1.0), (1.0, 1.0), 500, (-1.6, 1.6, -0.6, 1.6),
+                   {"SGD": 2e-3, "Momentum": 1e-3, "NAG": 1e-3, "RMSprop": 1e-2, "Adam": 1e-1}),
+    "beale": (beale, beale_grad, (1.0, 1.4), (3.0, 0.5), 500, (0.0, 3.6, -1.3, 1.8),
+              {"SGD": 1e-2, "Momentum": 1e-3, "NAG": 1e-3, "RMSprop": 1e-2, "Adam": 1e-1}),
 }
 
 
@@ -129,14 +131,19 @@ def make_2d_optimizer(name, params, lr):
 
     o = gpunn.optim
     return {"SGD": lambda: o.SGD(params, lr=lr),
-            "Momentum": lambda: o.SGD(params, lr=lr, momentum=0.9),
-            "NAG": lambda: o.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+            "Momentum": lambda: o.Momentum(params, lr=lr),
+            "NAG": lambda: o.NAG(params, lr=lr),
             "RMSprop": lambda: o.RMSprop(params, lr=lr),
             "Adam": lambda: o.Adam(params, lr=lr)}[name]()
 
 
 def optimizer_path(surface: str, name: str, lr: float | None = None, steps: int | None = None):
     """The points visited by ``gpunn.optim.<name>`` on ``surface`` from its start, as an (steps + 1, 2) array."""
+    return _optimizer_path(surface, name, lr, steps).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer_path(surface, name, lr, steps):
     f, grad, start, _, default_steps, _, lrs = SURFACES[surface]
     p = np.array(start, dtype=np.float64)
     opt = make_2d_optimizer(name, [p], lrs[name] if lr is None else lr)
@@ -157,15 +164,15 @@ def plot_optimizer_paths(surface: str, path: str):
     f, _, start, minimum, steps, (x0, x1, y0, y1), lrs = SURFACES[surface]
     gx, gy = np.meshgrid(np.linspace(x0, x1, 400), np.linspace(y0, y1, 400))
     z = f((gx, gy))
-    fig, ax = plt.subplots(figsize=(8.5, 6.5), dpi=110)
-    levels = np.logspace(np.log10(max(z.min(), 1e-3)), np.log10(z.max()), 25)
-    ax.contourf(gx, gy, z, levels=levels, norm=LogNorm(), cmap="Greys", alpha=0.55)
-    ax.contour(gx, gy, z, levels=levels, norm=LogNorm(), colors="0.55", linewidths=0.5)
+    fig, ax = plt.subplots(figsize=(12, 6.5), dpi=110)
+    levels = np.logspace(np.log10(max(z.min(), 1e-3)), np.log10(z.max()), 20)
+    ax.contourf(gx, gy, z, levels=levels, norm=LogNorm(), cmap="Greys_r", alpha=0.25)
+    ax.contour(gx, gy, z, levels=levels, norm=LogNorm(), colors="0.6", linewidths=0.6)
     for i, name in enumerate(lrs):
         pts = optimizer_path(surface, name)
         end = pts[-1]
         ax.plot(pts[:, 0], pts[:, 1], "-", lw=2, color=f"C{i}",
-                label=f"{name} (lr {lrs[name]:g}): f = {f(end):.2g} after {len(pts) - 1} steps")
+                label=f"{name} (lr {lrs[name]:g})\nf = {f(end):.2g} after {len(pts) - 1} steps")
         ax.plot(end[0], end[1], "o", color=f"C{i}", ms=7, mec="k")
     ax.plot(*start, "k^", ms=11, label=f"start {start}")
     ax.plot(*minimum, "*", color="gold", mec="k", ms=18, label=f"minimum {minimum}")
@@ -175,7 +182,7 @@ def plot_optimizer_paths(surface: str, path: str):
     ax.set_ylabel("y", fontsize=12)
     ax.set_title(f"gpunn.optim on the {surface.capitalize()} function ({steps} steps each, same start)",
                  fontsize=13)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -185,6 +192,11 @@ def plot_optimizer_paths(surface: str, path: str):
 def plot_all(directory: str) -> list[str]:
     """Every figure of ``gpunn plot``; returns the paths written."""
     os.makedirs(directory, exist_ok=True)
+    with cpu_threads(1):  # 2-element parameters and 800-point curves: one thread is fastest
+        return _plot_all(directory)
+
+
+def _plot_all(directory):
     paths = [plot_activations(os.path.join(directory, "activations.png")),
              plot_sigmoid_vs_relu(os.path.join(directory, "sigmoid_vs_relu.png"))]
     for surface in SURFACES:

@@ -18,6 +18,7 @@ import numpy as np
 
 import gpunn
 
+from . import cpu_threads
 from . import data as data_mod
 from .linear import backend as make_backend
 from .mlp import LOSSES, MLP, make_optimizer
@@ -38,6 +39,7 @@ class Config:
     dtype: str = "float32"
     test_size: float = 0.2
     max_samples: int | None = None
+    threads: int | None = 1     # threads of gpunn's CPU loops (see gpunn.app.cpu_threads)
 
 
 @dataclass
@@ -86,6 +88,11 @@ def evaluate(model, loss_fn, backend, task, x, y, batch_size=512):
 
 def train(cfg: Config, *, progress: bool = True, stream=None) -> Result:
     """Train as ``cfg`` says and return the history and final test numbers."""
+    with cpu_threads(cfg.threads):
+        return _train(cfg, progress, stream)
+
+
+def _train(cfg, progress, stream):
     t_start = time.perf_counter()
     dtype = np.dtype(cfg.dtype)
     ds = data_mod.load(cfg.task, test_size=cfg.test_size, seed=cfg.seed, dtype=dtype, max_samples=cfg.max_samples)

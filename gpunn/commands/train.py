@@ -53,7 +53,8 @@ def default_device():
 # (dest, flag) of every option, to hand the same command line to the simulator subprocess
 _OPTIONS = [("task", "--task"), ("activation", "--activation"), ("optimizer", "--optimizer"), ("lr", "--lr"),
             ("epochs", "--epochs"), ("batch_size", "--batch-size"), ("hidden", "--hidden"), ("loss", "--loss"),
-            ("seed", "--seed"), ("dtype", "--dtype"), ("max_samples", "--max-samples"), ("output", "--output")]
+            ("seed", "--seed"), ("dtype", "--dtype"), ("max_samples", "--max-samples"), ("threads", "--threads"),
+            ("output", "--output")]
 
 
 def _argv_for(args):
@@ -93,13 +94,22 @@ def run(args):
     cfg = Config(task=args.task, activation=args.activation, optimizer=args.optimizer,
                  lr=args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], epochs=args.epochs,
                  batch_size=args.batch_size, hidden=tuple(args.hidden), loss=args.loss or "mse", device=device,
-                 seed=args.seed, dtype=args.dtype, max_samples=args.max_samples)
+                 seed=args.seed, dtype=args.dtype, max_samples=args.max_samples, threads=args.threads)
     result = train(cfg, progress=not args.quiet)
     print(summary(result))
     if args.output:
         for path in write_outputs(result, args.output):
             print(f"wrote {path}")
     return 0
+
+
+def _one_line_error(parser):
+    """argparse's errors as one line (no usage block), exit code 2 as argparse gives."""
+
+    def error(message):
+        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    return error
 
 
 def register(subparsers):
@@ -126,7 +136,11 @@ def register(subparsers):
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
     p.add_argument("--max-samples", type=positive_int, default=None,
                    help="use a random subset of this many samples (quick runs, the simulator)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="threads for gpunn's CPU loops (default 1: on batch-sized arrays a thread pool costs more "
+                        "than it saves)")
     p.add_argument("--output", metavar="DIR", default=None,
                    help="write metrics.json and loss/accuracy curves (PNG) to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the summary line is still printed)")
+    p.error = _one_line_error(p)
     p.set_defaults(func=run)
