@@ -400,10 +400,10 @@ def register_pointwise(name, f_for_dtype, extra=()):
     up = "{0}[::1], int64, {0}"
     sigs = {
         "forward": f"void({base}, {{0}}[::1])",
-        "forward_sum": f"void({base}, float64[:, :])",
+        "forward_sum": f"void({base}, float64[:, ::1])",
         "backward": f"void({base}, {up}, {{0}}[::1])",
         "with_grad": f"void({base}, {up}, {{0}}[::1], {{0}}[::1])",
-        "with_grad_sum": f"void({base}, {up}, float64[:, :], {{0}}[::1])",
+        "with_grad_sum": f"void({base}, {up}, float64[:, ::1], {{0}}[::1])",
     }
     for key, sig in sigs.items():
         _registry.for_dtypes(f"{name}_{key}", (lambda dt, key=key: _device_kernels(f_for_dtype(dt), dt, block)[key]),
@@ -415,7 +415,7 @@ def register_pointwise(name, f_for_dtype, extra=()):
 def _register():
     block = 256
     _registry.for_dtypes("loss_finish_scalar_sum", lambda dt: _finish_kernel(block),
-                         lambda dt: f"void(float64[:, :], float64, {dt}[::1])", f64_accumulator=True)
+                         lambda dt: f"void(float64[:, ::1], float64, {dt}[::1])", f64_accumulator=True)
 
 
 _register()
