@@ -393,22 +393,84 @@ def check_toolchain(cc=(8, 0)) -> None:
         raise ToolchainError(f"nvJitLink not usable, cannot link PTX ({_one_line(exc)})") from exc
 
 
-def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None) -> Report:
-    """Check every registered kernel (or ``specs``) at each compute capability in ``ccs``. Raises
-    :class:`ToolchainError` when NVVM or nvJitLink is missing; every other failure is a row of the report."""
+def home_module(kernel) -> str:
+    """The op module a kernel belongs to: its function's module, or, for a kernel made by shared machinery
+    (``gpunn._elementwise`` builds every elementwise op's kernel around the op's scalar function), the module of the
+    first function it closes over that lives outside the machinery."""
+    py_func = getattr(kernel, "py_func", kernel)
+    module = getattr(py_func, "__module__", None) or "?"
+    if module.rsplit(".", 1)[-1].startswith("_"):
+        for cell in getattr(py_func, "__closure__", None) or ():
+            try:
+                inner = getattr(cell.cell_contents, "py_func", cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+            inner_module = getattr(inner, "__module__", None) if callable(inner) else None
+            if inner_module and inner_module.startswith("gpunn.") and \
+                    not inner_module.rsplit(".", 1)[-1].startswith("_"):
+                return inner_module
+    return module
+
+
+def quick_subset(specs):
+    """One kernel per op module (its first float32 kernel, else its first): a fast smoke check that still reaches
+    every op module, for the test suite and ``gpunn kernels --quick``."""
+    chosen = {}
+    for spec in specs:
+        try:
+            module = home_module(spec.build())
+        except Exception:  # noqa: BLE001 - a spec that does not build is kept: its failure is the point
+            module = spec.name
+        best = chosen.get(module)
+        if best is None or (best.dtype != "float32" and spec.dtype == "float32"):
+            chosen[module] = spec
+    keep = {id(s) for s in chosen.values()}
+    return [s for s in specs if id(s) in keep]
+
+
+_WORK = None  # (specs, ccs) for the worker processes, inherited through fork
+
+
+def _check_index(index):
+    specs, ccs = _WORK
+    return [check_spec(specs[index], cc) for cc in ccs]
+
+
+def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None, jobs: int = 1,
+        quick: bool = False) -> Report:
+    """Check every registered kernel (or ``specs``) at each compute capability in ``ccs``, in ``jobs`` processes
+    (forked; each compiles whole kernels, all targets). Raises :class:`ToolchainError` when NVVM or nvJitLink is
+    missing; every other failure is a row of the report."""
+    global _WORK
     start = time.perf_counter()
+    ccs = [tuple(cc) for cc in ccs]
     check_toolchain(ccs[0])
     errors, aliases = {}, {}
     if specs is None:
         specs, errors, aliases = collect(pattern)
+    if quick:
+        specs = quick_subset(specs)
     rows = []
-    for spec in specs:
-        for cc in ccs:
-            row = check_spec(spec, cc)
-            rows.append(row)
-            if progress is not None:
-                progress(row)
-    return Report(rows, errors, len(specs), time.perf_counter() - start, tuple(tuple(cc) for cc in ccs), aliases)
+    if jobs > 1 and len(specs) > 1:
+        import multiprocessing
+
+        _WORK = (specs, ccs)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(jobs, len(specs))) as pool:
+                for spec_rows in pool.imap(_check_index, range(len(specs))):  # results in registry order
+                    rows += spec_rows
+                    for row in spec_rows if progress is not None else ():
+                        progress(row)
+        finally:
+            _WORK = None
+    else:
+        for spec in specs:
+            for cc in ccs:
+                row = check_spec(spec, cc)
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    return Report(rows, errors, len(specs), time.perf_counter() - start, tuple(ccs), aliases)
 
 
 # ---- printing ----------------------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ def _argv(args):
         argv += ["--filter", args.filter]
     if args.verbose:
         argv.append("--verbose")
+    if args.quick:
+        argv.append("--quick")
+    argv += ["--jobs", str(args.jobs)]
     return argv
 
 
@@ -45,7 +48,7 @@ def run(args):
         progress = lambda row: print(f"\r{row.name} sm_{row.cc[0]}{row.cc[1]}".ljust(60), end="",  # noqa: E731
                                      file=sys.stderr, flush=True)
     try:
-        report = buildcheck.run(ccs, pattern=args.filter, progress=progress)
+        report = buildcheck.run(ccs, pattern=args.filter, progress=progress, jobs=args.jobs, quick=args.quick)
     except buildcheck.ToolchainError as exc:
         print(f"gpunn kernels: toolchain missing: {exc}", file=sys.stderr)
         return 2
@@ -73,5 +76,9 @@ def register(subparsers):
                    help="target compute capabilities, e.g. 80 90 (default) or 86")
     p.add_argument("--json", action="store_true", help="print JSON (rows and summary)")
     p.add_argument("--filter", metavar="NAME", help="only kernels whose name contains NAME (or matches it as a glob)")
+    p.add_argument("--quick", action="store_true",
+                   help="one kernel per op module (its float32 one): a fast smoke check")
+    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="compile in N processes (default: the number of CPUs)")
     p.add_argument("--verbose", "-v", action="store_true", help="print the traceback of each failure")
     p.set_defaults(func=run)
