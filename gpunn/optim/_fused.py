@@ -61,6 +61,7 @@ CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 params -> 1024 chun
 CHUNK_SIM = 64           # in the simulator: small, so that tests with a few hundred elements cross chunk borders
 CHUNK_CPU = 1 << 16      # the CPU check pass's fixed chunk (determinism does not depend on the thread count)
 PARALLEL_MIN = 1 << 15   # CPU arrays at least this large use the parallel loops; smaller ones a plain loop
+F64_MAX = float(np.finfo(np.float64).max)
 N_STATE = 3              # state tensors an optimizer may keep per parameter (Adam: m, v, vmax)
 
 
@@ -118,7 +119,7 @@ def check_kernel(block):
             g = gs[t]
             for i in range(start + int64(cuda.threadIdx.x), end, int64(cuda.blockDim.x)):
                 x = float64(g[i])
-                if x - x == float64(0.0):  # finite (inf - inf and NaN - NaN are NaN)
+                if abs(x) <= float64(F64_MAX):  # finite (false for inf and NaN)
                     sq += x * x
                 else:
                     bad += float64(1.0)
@@ -164,7 +165,7 @@ def _grad_sum(g, chunk):
         nb = 0.0
         for i in range(c * chunk, min(n, (c + 1) * chunk)):
             x = float64(g[i])
-            if x - x == 0.0:
+            if abs(x) <= F64_MAX:
                 acc += x * x
             else:
                 nb += 1.0
