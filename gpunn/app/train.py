@@ -193,6 +193,7 @@ def write_outputs(result: Result, directory: str) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     h, m = result.history, result.metric
     label = "accuracy" if m == "accuracy" else "R$^2$"
@@ -201,8 +202,12 @@ def write_outputs(result: Result, directory: str) -> list[str]:
                                (m, (f"train_{m}", f"test_{m}"), label)):
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         for key, style in zip(keys, ("-o", "-s")):
-            ax.plot(h["epoch"], h[key], style, markersize=3, label=key.replace("_", " "))
+            what = key.replace("_", " ").replace("r2", "R$^2$")
+            if key.startswith("train"):
+                what += " (mean over the epoch's batches)"
+            ax.plot(h["epoch"], h[key], style, markersize=3, label=what)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         if name == "loss" and h["train_loss"] and min(h["train_loss"] + h["test_loss"]) > 0:
             ax.set_yscale("log")
