@@ -501,7 +501,7 @@ def test_mixed_host_and_device_is_a_type_error():
         gpunn.binary_cross_entropy_with_logits(gpunn.to_device(x), gpunn.to_device(x), pos_weight=x)
 
 
-# ---- smooth L1 with beta = 0 is exactly L1; out aliasing; NaN ----------------------------------------------------------
+# ---- smooth L1 with beta = 0 is exactly L1; out aliasing; NaN --------------------------------------------------------
 def test_smooth_l1_beta0_is_exactly_l1(mode, rng):
     x, t = put(rng.standard_normal(31), mode), put(rng.standard_normal(31), mode)
     for reduction in REDUCTIONS:
@@ -632,3 +632,13 @@ def test_launches_match_the_registered_signatures(monkeypatch, rng):
         seen.add(name.split("[")[0])
     assert {"mse_loss_forward", "mse_loss_forward_sum", "mse_loss_backward", "mse_loss_with_grad",
             "mse_loss_with_grad_sum", "loss_finish_scalar_sum", "hinge_check_target"} <= seen
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from gpunn.losses import bce, hinge, huber, l1, mse
+
+    for module in (mse, l1, huber, bce, hinge):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, f"{module.__name__}: {result}"

@@ -6,8 +6,9 @@ array.
 
 Reduced losses are 0-d arrays of the input's kind and dtype: a 0-d NumPy array for NumPy inputs; for device inputs a
 0-d device array that stays on the device (nothing is copied back, so a training loop does not synchronise). Numba
-device arrays have no ``__float__``, so gpunn returns them as :class:`DeviceScalar` (a Numba device array subclass
-whose ``float()`` and ``.item()`` copy the one value back; it is still a Numba device array for everything else); CuPy and PyTorch 0-d arrays support ``float()`` themselves.
+device arrays have no ``__float__``, so gpunn returns them as a ``DeviceScalar``: a subclass of the Numba device
+array class whose ``float()`` and ``.item()`` copy the one value back (it is a Numba device array for everything
+else). CuPy and PyTorch 0-d arrays support ``float()`` themselves.
 
 Sums are deterministic: on the device, block partials in float64 then one fixed-order pass (gpunn/_reduce.py's block
 tree, and :func:`finish_scalar` here, which takes the mean/sum scale as a kernel argument so that no host-to-device
@@ -146,7 +147,8 @@ def upstream_grad(grad, reduction: str, args: Args, shape, placeholder: str = "i
             raise ValueError(f"grad must have the input's shape {tuple(shape)} for reduction='none', got {gshape}")
         return Upstream(args.flat("grad"), 2, 1.0)
     if int(np.prod(gshape, dtype=np.int64)) != 1:
-        raise ValueError(f"grad must be a scalar or a one-element array for reduction={reduction!r}, got shape {gshape}")
+        raise ValueError(f"grad must be a scalar or a one-element array for reduction={reduction!r}, "
+                         f"got shape {gshape}")
     return Upstream(args.flat("grad"), 1, scale)
 
 
@@ -229,40 +231,50 @@ def _device_kernels(f, dtype, block):
     @cuda.jit
     def _forward_kernel(x, t, w, winner, p, pinner, a, b, out):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            loss, dloss = f(x[i], t[i], p[_index(pinner, p.size, i)] if pinner else one, a, b)
-            out[i] = loss * (w[_index(winner, w.size, i)] if winner else one)
+            pi = p[_index(pinner, p.size, i)] if pinner else one
+            wi = w[_index(winner, w.size, i)] if winner else one
+            loss, dloss = f(x[i], t[i], pi, a, b)
+            out[i] = loss * wi  # l = w l(x, t)
 
     @cuda.jit
     def _forward_sum_kernel(x, t, w, winner, p, pinner, a, b, partials):
         acc = float64(0.0)
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            loss, dloss = f(x[i], t[i], p[_index(pinner, p.size, i)] if pinner else one, a, b)
-            acc += float64(loss * (w[_index(winner, w.size, i)] if winner else one))
+            pi = p[_index(pinner, p.size, i)] if pinner else one
+            wi = w[_index(winner, w.size, i)] if winner else one
+            loss, dloss = f(x[i], t[i], pi, a, b)
+            acc += float64(loss * wi)
         block_partial(acc, partials, 0)
 
     @cuda.jit
     def _backward_kernel(x, t, w, winner, p, pinner, a, b, dy, dmode, g, dx):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            loss, dloss = f(x[i], t[i], p[_index(pinner, p.size, i)] if pinner else one, a, b)
-            dx[i] = ((dy[i] if dmode == 2 else dy[0]) * g if dmode else g) * ((w[_index(winner, w.size, i)] if winner else one) * dloss)  # dx = up * w * dl/dx
+            pi = p[_index(pinner, p.size, i)] if pinner else one
+            wi = w[_index(winner, w.size, i)] if winner else one
+            up = (dy[i] if dmode == 2 else dy[0]) * g if dmode else g
+            loss, dloss = f(x[i], t[i], pi, a, b)
+            dx[i] = up * (wi * dloss)  # dx = up * w * dl/dx
 
     @cuda.jit
     def _with_grad_kernel(x, t, w, winner, p, pinner, a, b, dy, dmode, g, out, dx):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            loss, dloss = f(x[i], t[i], p[_index(pinner, p.size, i)] if pinner else one, a, b)
-            wi = (w[_index(winner, w.size, i)] if winner else one)
-            gi = ((dy[i] if dmode == 2 else dy[0]) * g if dmode else g)  # read before writing dx: dx may alias grad
+            pi = p[_index(pinner, p.size, i)] if pinner else one
+            wi = w[_index(winner, w.size, i)] if winner else one
+            up = (dy[i] if dmode == 2 else dy[0]) * g if dmode else g  # read before the writes: out/dx may alias
+            loss, dloss = f(x[i], t[i], pi, a, b)
             out[i] = loss * wi
-            dx[i] = gi * (wi * dloss)
+            dx[i] = up * (wi * dloss)
 
     @cuda.jit
     def _with_grad_sum_kernel(x, t, w, winner, p, pinner, a, b, dy, dmode, g, partials, dx):
         acc = float64(0.0)
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            loss, dloss = f(x[i], t[i], p[_index(pinner, p.size, i)] if pinner else one, a, b)
-            wi = (w[_index(winner, w.size, i)] if winner else one)
+            pi = p[_index(pinner, p.size, i)] if pinner else one
+            wi = w[_index(winner, w.size, i)] if winner else one
+            up = (dy[i] if dmode == 2 else dy[0]) * g if dmode else g
+            loss, dloss = f(x[i], t[i], pi, a, b)
             acc += float64(loss * wi)
-            dx[i] = ((dy[i] if dmode == 2 else dy[0]) * g if dmode else g) * (wi * dloss)
+            dx[i] = up * (wi * dloss)
         block_partial(acc, partials, 0)
 
     return {"forward": _forward_kernel, "forward_sum": _forward_sum_kernel, "backward": _backward_kernel,
@@ -281,16 +293,17 @@ def _cpu_loop(f, dtype, parallel):
         for c in prange(nchunks):
             acc = 0.0
             for i in range(c * chunk, min(n, (c + 1) * chunk)):
-                loss, dloss = f(x[i], t[i], p[_index(pinner, p.size, i)] if pinner else one, a, b)
-                wi = (w[_index(winner, w.size, i)] if winner else one)
-                gi = ((dy[i] if dmode == 2 else dy[0]) * g if dmode else g) if write_grad else wi
+                pi = p[_index(pinner, p.size, i)] if pinner else one
+                wi = w[_index(winner, w.size, i)] if winner else one
+                up = ((dy[i] if dmode == 2 else dy[0]) * g if dmode else g) if write_grad else one
+                loss, dloss = f(x[i], t[i], pi, a, b)
                 lw = loss * wi
                 if want_sum:
                     acc += np.float64(lw)
                 if write_loss:
                     out[i] = lw
                 if write_grad:
-                    dx[i] = gi * (wi * dloss)
+                    dx[i] = up * (wi * dloss)
             sums[c] = acc
         total = 0.0
         for c in range(nchunks):
@@ -327,7 +340,7 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
 
     ``f_for_dtype(dtype)`` gives the loss's scalar njit function ``f(x, t, p, a, b) -> (loss, dloss)``. ``out``: a
     preallocated per-element loss ('forward' with reduction 'none') or dx ('backward'). ``extra_check(args, ops)``
-    runs after the argument checks and before any kernel (hinge's device-side target check runs after)."""
+    runs after the array checks, before any output is allocated or written (hinge's label check)."""
     reduction = check_reduction(reduction)
     args = Args(input=input, target=target, weight=weight, pos_weight=pos_weight)
     args.same_shape("target", "input")
@@ -377,7 +390,9 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
                 k["with_grad"][cfg](*common, *up, loss_flat, dx_flat)
     else:
         loop = _cpu_loop(f, dt, n >= CPU_PARALLEL_MIN)
-        up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g)) if upstream else (ops.x, np.int64(0), dt.type(0))
+        if upstream is None:
+            upstream = Upstream(ops.x, 0, 0.0)  # forward: no gradient is written
+        up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g))
         dummy = ops.x[:0]
         total = loop(*common, *up, loss_flat if reduction == "none" and loss_flat is not None else dummy,
                      dx_flat if dx_flat is not None else dummy,

@@ -79,13 +79,16 @@ def binary_cross_entropy_with_logits_backward(input, target, weight=None, pos_we
                                               grad=None, *, out=None):
     r"""Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``input`` (the logits).
 
-    .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s\, w_i \left[(p_i t_i + 1 - t_i)\, \sigma(x_i) - p_i t_i\right]
+    .. math:: \frac{\partial \ell}{\partial x_i}
+              = g_i\, s\, w_i \left[(p_i t_i + 1 - t_i)\, \sigma(x_i) - p_i t_i\right]
 
-    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (see :func:`mse_loss_backward`).
+    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (as in
+    :func:`mse_loss_backward`).
 
     Example:
         >>> import numpy as np, gpunn
-        >>> gpunn.binary_cross_entropy_with_logits_backward(np.array([0.0, 100.0]), np.array([1.0, 0.0]), reduction="sum")
+        >>> x, t = np.array([0.0, 100.0]), np.array([1.0, 0.0])
+        >>> gpunn.binary_cross_entropy_with_logits_backward(x, t, reduction="sum")
         array([-0.5,  1. ])
     """
     return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out, weight=weight,

@@ -107,7 +107,8 @@ def hinge_loss_backward(input, target, margin=1.0, reduction="mean", grad=None, 
 
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s \cdot (-t_i)\, [m - t_i x_i > 0]
 
-    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (see :func:`mse_loss_backward`).
+    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (as in
+    :func:`mse_loss_backward`).
 
     Example:
         >>> import numpy as np, gpunn

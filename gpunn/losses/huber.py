@@ -104,7 +104,8 @@ def huber_loss_backward(input, target, delta=1.0, reduction="mean", grad=None, *
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s \begin{cases} d_i & |d_i| < \delta \\
               \delta \operatorname{sign}(d_i) & \text{otherwise} \end{cases}
 
-    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (see :func:`mse_loss_backward`).
+    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (as in
+    :func:`mse_loss_backward`).
 
     Example:
         >>> import numpy as np, gpunn
@@ -163,7 +164,8 @@ def smooth_l1_loss_backward(input, target, beta=1.0, reduction="mean", grad=None
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s \begin{cases} d_i / \beta & |d_i| < \beta \\
               \operatorname{sign}(d_i) & \text{otherwise} \end{cases}
 
-    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (see :func:`mse_loss_backward`).
+    with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad`` (as in
+    :func:`mse_loss_backward`).
 
     Example:
         >>> import numpy as np, gpunn
