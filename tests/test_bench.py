@@ -163,7 +163,10 @@ def test_run_writes_json_markdown_and_plots(tmp_path):
             if p != "gpunn":
                 assert r["speedup_vs"][p] == pytest.approx(m["median_s"] / r["providers"]["gpunn"]["median_s"])
         assert r["copy"]["bytes"] == r["bytes"] and r["copy"]["how"] == "np.copyto"
-    assert saved == json.loads(json.dumps(data))
+    assert saved == json.loads(json.dumps(data)) and saved["complete"] is True
+    summary = bench.summarize(str(tmp_path)).splitlines()
+    assert summary[0].startswith("## t.json: ") and len([s for s in summary if s.startswith("- relu.")]) == 4
+    assert any(s.startswith("- relu.bwd @ 2^10 [12.3 kB]: gpunn ") and "numpy" in s for s in summary)
     md = (tmp_path / "t.md").read_text()
     assert "| relu.bwd | 2^10 | 12.3 kB | gpunn |" in md and "read dy and x, write dx" in md
     pngs = sorted(os.listdir(tmp_path / "t-plots"))

@@ -10,9 +10,9 @@ The harness is in :mod:`gpunn.bench.core`, the entries (one per op, each with it
 :mod:`gpunn.bench.entries`.
 """
 
-from .core import FULL_SIZES, QUICK_SIZES, Entry, Size, markdown, parse_size, run, write
+from .core import FULL_SIZES, QUICK_SIZES, Entry, Size, headlines, markdown, parse_size, run, summarize, write
 
-__all__ = ["FULL_SIZES", "QUICK_SIZES", "Entry", "Size", "all_entries", "markdown", "parse_size", "run", "write"]
+__all__ = ["FULL_SIZES", "QUICK_SIZES", "Entry", "Size", "all_entries", "headlines", "markdown", "parse_size", "run", "summarize", "write"]
 
 
 def all_entries():

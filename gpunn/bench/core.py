@@ -351,6 +351,12 @@ def _free(backend):
     gc.collect()
     if backend != "cuda":
         return
+    try:  # Numba defers freeing device memory; flush it so the next case has the whole GPU
+        from numba import cuda
+
+        cuda.current_context().deallocations.clear()
+    except Exception:
+        pass
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -434,8 +440,29 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
     rng = np.random.default_rng(seed)
     results, skipped = [], []
     started = time.time()
-    load_start = _loadavg()
-    log(f"gpunn bench: backend {backend} ({device_name(backend)}), {dtype}, providers {', '.join(avail)}, "
+    data = {
+        "schema": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
+        "device": device_name(backend),
+        "backend": backend,
+        "dtype": str(dtype),
+        "providers": avail,
+        "timer": timer.name,
+        "repeats": repeats,
+        "min_sample_s": min_sample_s,
+        "max_sets": max_sets,
+        "cache_bytes": cache_bytes(backend),
+        "threads": _threads(),
+        "loadavg_start": _loadavg(),
+        "loadavg_end": None,
+        "info": gpunn_info(),
+        "command": " ".join(sys.argv),
+        "wall_s": None,
+        "results": results,
+        "skipped": skipped,
+    }
+    log(f"gpunn bench: backend {backend} ({data['device']}), {dtype}, providers {', '.join(avail)}, "
         f"timer {timer.name}, {repeats} samples")
     for entry in chosen:
         missing = [r for r in entry.requires if all(gpunn_attr(a) is None for a in r.split("|"))]
@@ -452,27 +479,10 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
                 results.append(row)
                 log(format_row(row))
             _free(backend)
-    data = {
-        "schema": 1,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_name(backend),
-        "backend": backend,
-        "dtype": str(dtype),
-        "providers": avail,
-        "timer": timer.name,
-        "repeats": repeats,
-        "min_sample_s": min_sample_s,
-        "max_sets": max_sets,
-        "cache_bytes": cache_bytes(backend),
-        "threads": _threads(),
-        "loadavg_start": load_start,
-        "loadavg_end": _loadavg(),
-        "info": gpunn_info(),
-        "command": " ".join(sys.argv),
-        "wall_s": round(time.time() - started, 1),
-        "results": results,
-        "skipped": skipped,
-    }
+        if output:  # after every entry, so a run cut short by a time limit still leaves its figures
+            data.update(wall_s=round(time.time() - started, 1), loadavg_end=_loadavg())
+            write(data, output, stem, plot=False, log=lambda *a: None, markdown_too=False)
+    data.update(complete=True, wall_s=round(time.time() - started, 1), loadavg_end=_loadavg())
     if output:
         write(data, output, stem, plot=plot, log=log)
     return data
@@ -487,11 +497,12 @@ def _loadavg():
 
 
 def _threads() -> dict:
-    out = {"cpu_count": os.cpu_count(), "NUMBA_NUM_THREADS": None}
+    out = {"cpu_count": os.cpu_count(), "NUMBA_NUM_THREADS": None, "numba": None}
     try:
         import numba
 
         out["NUMBA_NUM_THREADS"] = numba.config.NUMBA_NUM_THREADS
+        out["numba"] = numba.get_num_threads()
     except Exception:
         pass
     torch = sys.modules.get("torch")
@@ -596,7 +607,8 @@ def format_row(row) -> str:
 def markdown(data) -> str:
     out = [f"# gpunn bench: {data['device']}", "",
            f"backend {data['backend']}, {data['dtype']}, {data['timer']}, {data['repeats']} samples, "
-           f"created {data['created']}; versions: "
+           f"created {data['created']}, load average {data.get('loadavg_start')} -> {data.get('loadavg_end')}; "
+           "versions: "
            + ", ".join(f"{k} {v}" for k, v in data["info"].items() if k not in ("mode", "device")), "",
            "Bytes: every input read once, every output written once (the napkin line of each op). "
            "`of copy`: GB/s as a fraction of a copy moving the same bytes in the same run. "
@@ -652,12 +664,16 @@ def plot_results(data, directory: str) -> list[str]:
     return paths
 
 
-def write(data, output: str, stem: str = "bench", plot=True, log=print) -> dict:
+def write(data, output: str, stem: str = "bench", plot=True, log=print, markdown_too=True) -> dict:
     """Write ``stem``.json, ``stem``.md and (with ``plot``) ``stem``-plots/<op>.png under ``output``."""
     os.makedirs(output, exist_ok=True)
     paths = {"json": os.path.join(output, f"{stem}.json"), "md": os.path.join(output, f"{stem}.md")}
-    with open(paths["json"], "w") as f:
+    tmp = paths["json"] + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
+    os.replace(tmp, paths["json"])
+    if not markdown_too:
+        return paths
     with open(paths["md"], "w") as f:
         f.write(markdown(data))
     if plot and data["results"]:
@@ -667,3 +683,36 @@ def write(data, output: str, stem: str = "bench", plot=True, log=print) -> dict:
             log("  plots skipped: matplotlib is not installed")
     log(f"wrote {paths['json']} and {paths['md']}" + (f" and {len(paths['plots'])} plots" if "plots" in paths else ""))
     return paths
+
+
+def headlines(data) -> list[str]:
+    """One line per result: gpunn's time, GB/s and fraction of the copy, and the speedup over each peer."""
+    out = []
+    for row in data["results"]:
+        g = row["providers"].get("gpunn")
+        if not g:
+            continue
+        peers = ", ".join(f"{p} {_fmt_time(row['providers'][p]['median_s'])} (gpunn {x:.2f}x)"
+                          for p, x in row["speedup_vs"].items())
+        out.append(f"{row['op']} @ {row['size']} [{_fmt_bytes(row['bytes'])}]: gpunn {_fmt_time(g['median_s'])} "
+                   f"±{g['spread_pct'] / 2:.1f}%, {g['gbps']:.1f} GB/s = {100 * row['fraction_of_copy']['gpunn']:.0f}% "
+                   f"of copy ({row['copy']['gbps']:.1f} GB/s); " + (peers or "no peers"))
+    return out
+
+
+def summarize(directory: str) -> str:
+    """The headlines of every benchmark JSON in ``directory`` (what device_check.sh prints and keeps)."""
+    import glob
+
+    parts = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or "results" not in data:
+            continue
+        state = "" if data.get("complete") else " (INCOMPLETE: cut short)"
+        parts.append(f"## {os.path.basename(path)}: {data['device']}, {data['backend']}, {data['dtype']}{state}")
+        parts += [f"- {line}" for line in headlines(data)]
+        parts += [f"- skipped: {s}" for s in data.get("skipped", [])]
+        parts.append("")
+    return "\n".join(parts) + "\n"

@@ -20,6 +20,19 @@ SQRT2 = math.sqrt(2.0)
 GELU_K = math.sqrt(2.0 / math.pi)
 
 
+RANDOM_BLOCK = 1 << 22
+
+
+def _randn(rng, shape, dtype):
+    """Standard normal data; beyond 2^22 elements a random block is tiled (drawing 2^26 or 2^29 fresh numbers per
+    input set would take longer than timing the op; a bandwidth-bound op does not care)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if n <= RANDOM_BLOCK:
+        return rng.standard_normal(shape, dtype=dtype)
+    block = rng.standard_normal(RANDOM_BLOCK - int(rng.integers(0, 1024)), dtype=dtype)  # not a power-of-2 period
+    return np.resize(block, n).reshape(shape)
+
+
 def _g(name):
     return gpunn_attr(name)
 
@@ -187,7 +200,7 @@ def _act_fwd_entry(act):
 
     def make(size, dtype, rng):
         shape = _act_shape(act, size)
-        return {"x": rng.standard_normal(shape, dtype=dtype), "out": np.empty(shape, dtype)}
+        return {"x": _randn(rng, shape, dtype), "out": np.empty(shape, dtype)}
 
     def gpunn_impl(a, ctx):
         fn = _g(gname)
@@ -212,9 +225,9 @@ def _act_bwd_entry(act):
 
     def make(size, dtype, rng):
         shape = _act_shape(act, size)
-        x = rng.standard_normal(shape, dtype=dtype)
+        x = _randn(rng, shape, dtype)
         s = SAVED_Y[act.name](x).astype(dtype) if saved == "y" else x
-        return {"dy": rng.standard_normal(shape, dtype=dtype), "s": s, "out": np.empty(shape, dtype)}
+        return {"dy": _randn(rng, shape, dtype), "s": s, "out": np.empty(shape, dtype)}
 
     def gpunn_impl(a, ctx):
         fn = _g(gname + "_backward")
@@ -254,12 +267,12 @@ def _torch_prelu_bwd(dy, x, w):
 def _prelu_entries():
     def make_fwd(size, dtype, rng):
         shape = _prelu_shape(size)
-        return {"x": rng.standard_normal(shape, dtype=dtype), "w": np.full(shape[1], 0.25, dtype),
+        return {"x": _randn(rng, shape, dtype), "w": np.full(shape[1], 0.25, dtype),
                 "out": np.empty(shape, dtype)}
 
     def make_bwd(size, dtype, rng):
         d = make_fwd(size, dtype, rng)
-        d.update(dy=rng.standard_normal(d["x"].shape, dtype=dtype), dw=np.empty(d["w"].shape, dtype))
+        d.update(dy=_randn(rng, d["x"].shape, dtype), dw=np.empty(d["w"].shape, dtype))
         return d
 
     def xp_fwd(a, ctx):
@@ -397,15 +410,15 @@ def _loss_entry(loss):
     def make(size, dtype, rng):
         if loss.rowwise:
             n, c = rows_cols(size)
-            return {"x": rng.standard_normal((n, c), dtype=dtype), "t": rng.integers(0, c, n, dtype=np.int64)}
+            return {"x": _randn(rng, (n, c), dtype), "t": rng.integers(0, c, n, dtype=np.int64)}
         n = size.n
-        x = rng.standard_normal(n, dtype=dtype)
+        x = _randn(rng, n, dtype)
         if loss.target == "prob":
             t = rng.random(n, dtype=dtype)
         elif loss.target == "sign":
             t = np.where(rng.random(n) < 0.5, -1, 1).astype(dtype)
         else:
-            t = rng.standard_normal(n, dtype=dtype)
+            t = _randn(rng, n, dtype)
         return {"x": x, "t": t}
 
     def nbytes(size, dt):
@@ -416,7 +429,13 @@ def _loss_entry(loss):
 
     def gpunn_impl(a, ctx):
         fn = _g(_first_attr(loss.gnames))
-        return lambda: call_with(fn, a["x"], a["t"], reduction="mean", **loss.params)
+        x = a["x"]
+        if accepts(fn, "out"):  # a preallocated gradient buffer where the API takes one (PyTorch has its allocator cache)
+            from .._runtime import empty_like
+
+            dx = empty_like(x, x.shape, ctx.dtype)
+            return lambda: call_with(fn, x, a["t"], reduction="mean", out=dx, **loss.params)
+        return lambda: call_with(fn, x, a["t"], reduction="mean", **loss.params)
 
     def torch_impl(a, ctx):
         T = ctx.torch
@@ -558,8 +577,8 @@ def _opt_entry(opt, multi: bool, family="optimizers", name=None, default_sizes=N
 
     def make(size, dtype, rng):
         ns = sizes_of(size)
-        return {"p": [rng.standard_normal(k, dtype=dtype) for k in ns],
-                "g": [rng.standard_normal(k, dtype=dtype) * dtype.type(1e-2) for k in ns]}
+        return {"p": [_randn(rng, k, dtype) for k in ns],
+                "g": [_randn(rng, k, dtype) * dtype.type(1e-2) for k in ns]}
 
     def gpunn_impl(a, ctx):
         return make_gpunn_step(opt, a["p"], a["g"], ctx.dtype)

@@ -4,10 +4,15 @@
 def run(args):
     from .. import bench
 
+    if args.summarize:
+        print(bench.summarize(args.summarize), end="")
+        return 0
     if args.list:
         for e in bench.all_entries():
             print(f"{e.name:<40} {e.family:<12} {e.napkin}")
         return 0
+    if args.threads:
+        _set_threads(args.threads)
     sizes = None
     if args.sizes:
         sizes = [s for s in args.sizes.split(",") if s.strip()]
@@ -17,6 +22,21 @@ def run(args):
               dtype=args.dtype, repeats=args.repeats, output=args.output, stem=args.stem, plot=not args.no_plot,
               max_sets=args.max_sets)
     return 0
+
+
+def _set_threads(n):
+    """The same CPU thread count for gpunn's parallel loops (Numba) and PyTorch; NumPy's ufuncs are single-threaded."""
+    import numba
+
+    if n > numba.config.NUMBA_NUM_THREADS:
+        raise SystemExit(f"--threads {n} exceeds NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}")
+    numba.set_num_threads(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
 
 
 def register(subparsers):
@@ -31,8 +51,12 @@ def register(subparsers):
     p.add_argument("--providers", default=None, help="subset of gpunn,torch,numpy,cupy (default: all available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=None, help="timed samples per case (default 21 on a GPU, 9 on a CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for gpunn (Numba) and PyTorch alike (default: their own defaults)")
     p.add_argument("--max-sets", type=int, default=None,
                    help="cap the rotating input sets (quick smoke runs only: small sizes then sit in the cache)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    p.add_argument("--summarize", metavar="DIR", default=None,
+                   help="print the headline figures of every benchmark JSON in DIR, then exit")
     p.add_argument("--list", action="store_true", help="list the entries and their napkin math, then exit")
     p.set_defaults(func=run)
