@@ -236,7 +236,7 @@ def _device_kernels(dtype, block, prob):
             m, s, a, wa = pm[j], ps[j], pa[j], pw[j]
             for k in range(1, n_chunks):
                 m, s, a, wa = merge(m, s, a, wa, pm[j + k], ps[j + k], pa[j + k], pw[j + k])
-            ls = math.log(s)
+            ls = math.log(s) if s != zero else ninf  # s = 0 only for a row of -inf (flagged below)
             loss = zero
             den = zero
             if prob:
@@ -615,6 +615,8 @@ def _views(c, weight):
         c.t_index = _placeholder_index(args.device)
     else:
         c.t_index = args.flat("target")
+        if not args.device:
+            c.t_index = c.t_index.astype(np.int64, copy=False)  # one CPU compilation for both index dtypes
         c.t_prob = cuda.device_array((1, 1), c.dtype) if args.device else c.x[:1, :1]  # not read
     if weight is not None:
         c.w = args.flat("weight")
