@@ -278,7 +278,7 @@ def _run(what, input, target, p, margin, weight, reduction, grad=None, out=None)
             k["backward"][launch_config(n_rows * n_cols)](x, t, w, tm, tp, inv_c, d_rows, *up, dxv)
             k["target"][launch_config(n_rows)](t, w, inv_c, d_rows, *up, dxv)
     else:
-        tv = np.asarray(t)
+        t = tv = np.asarray(t).astype(np.int64, copy=False)  # one CPU compilation for both index dtypes
         off = (tv < 0) | (tv >= n_cols)
         if off.any():
             row = int(np.argmax(off))
