@@ -513,6 +513,36 @@ def test_smooth_l1_beta0_is_exactly_l1(mode, rng):
                    get(gpunn.l1_loss_backward(x, t, reduction=reduction)), reduction)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kinks_follow_pytorch(dtype, mode):
+    """At the points where the losses are not differentiable, gpunn picks PyTorch's subgradients: sign(0) = 0 for
+    l1 (and smooth_l1 with beta = 0), delta * sign(d) at |d| = delta for huber, sign(d) at |d| = beta for smooth_l1,
+    and 0 for hinge at t x = margin (no gradient unless the margin is violated)."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    t = np.array([0.5, 0.5, 0.5, -1.0, 2.0], dtype)
+    x = np.array([0.5, 1.5, -0.5, -1.0, 4.0], dtype)  # d = 0, 1, -1, 0, 2 (exact in both dtypes)
+    X, T = put(x, mode), put(t, mode)
+    cases = [("l1_loss", {}, lambda a, b: F.l1_loss(a, b, reduction="sum")),
+             ("smooth_l1_loss", {"beta": 0.0}, lambda a, b: F.smooth_l1_loss(a, b, beta=0.0, reduction="sum")),
+             ("smooth_l1_loss", {"beta": 1.0}, lambda a, b: F.smooth_l1_loss(a, b, beta=1.0, reduction="sum")),
+             ("smooth_l1_loss", {"beta": 2.0}, lambda a, b: F.smooth_l1_loss(a, b, beta=2.0, reduction="sum")),
+             ("huber_loss", {"delta": 1.0}, lambda a, b: F.huber_loss(a, b, delta=1.0, reduction="sum")),
+             ("huber_loss", {"delta": 2.0}, lambda a, b: F.huber_loss(a, b, delta=2.0, reduction="sum"))]
+    for name, opts, torch_fn in cases:
+        tx = torch.tensor(x, requires_grad=True)
+        tl = torch_fn(tx, torch.tensor(t))
+        tl.backward()
+        loss, dx = getattr(gpunn, name + "_with_grad")(X, T, **opts, reduction="sum")
+        assert_close(get(loss), tl.detach().numpy(), dtype, what=f"{name} {opts} loss")
+        _same_bits(get(dx), tx.grad.numpy(), f"{name} {opts} dx at the kinks")
+    # hinge: t x = margin exactly -> loss 0, gradient 0; just inside the margin -> gradient -t
+    xs, ts = np.array([1.0, -1.0, 0.5], dtype), np.array([1.0, -1.0, -1.0], dtype)
+    loss, dx = gpunn.hinge_loss_with_grad(put(xs, mode), put(ts, mode), reduction="none")
+    _same_bits(get(loss), np.array([0.0, 0.0, 1.5], dtype), "hinge loss at the margin")
+    _same_bits(get(dx), np.array([0.0, 0.0, 1.0], dtype), "hinge dx at the margin")
+
+
 def test_out_may_alias_the_input(mode, rng):
     x, t = rng.standard_normal(31), rng.standard_normal(31)
     X = put(x.copy(), mode)
