@@ -14,7 +14,7 @@ Local memory is reported but does not fail a kernel by itself (``cuda.local.arra
 
 The check needs the real CUDA target (``NUMBA_ENABLE_CUDASIM`` unset or 0); ``gpunn kernels`` re-runs itself in a
 subprocess with the simulator off when it is on. Kernels are picked up from the registry: every module under
-``gpunn`` (activations, losses, optim, ...) is imported first, so a new op module is checked without any change here.
+``gpunn`` (activations, losses, optim, app, ...) is imported first, so a new op module is checked without any change here.
 
 Example (prints the table; exit status 1 on any failure)::
 
@@ -34,10 +34,11 @@ from fnmatch import fnmatchcase
 
 DEFAULT_CCS = ((8, 0), (9, 0))
 
-# The op packages whose modules register kernels when imported; every module below them is imported (pkgutil), so
-# a new op module is checked as soon as it exists.
-OP_PACKAGES = ("gpunn.activations", "gpunn.losses", "gpunn.optim")
-CORE_MODULES = ("gpunn", "gpunn._elementwise", "gpunn._reduce", "gpunn._strided")
+# Modules register their kernels when imported, so every module of the package is imported (pkgutil): the op
+# packages (activations, losses, optim), the machinery (_elementwise, _reduce, _strided) and anything added later
+# (gpunn/app/linear.py registers its layer kernels); a new module is checked as soon as it exists.
+# Not imported: gpunn.__main__ (it runs the command line).
+SKIP_MODULES = ("gpunn.__main__",)
 
 
 class ToolchainError(RuntimeError):
@@ -126,7 +127,7 @@ class Report:
 
 # ---- collecting the kernels ------------------------------------------------------------------------------------------
 def import_all() -> dict[str, str]:
-    """Import gpunn's core modules and every module of the op packages, so that all kernels are registered.
+    """Import every module of gpunn (but gpunn.__main__), so that all kernels are registered.
     Returns {module: error} for the modules that failed to import (they are reported, not raised)."""
     errors = {}
 
@@ -137,15 +138,12 @@ def import_all() -> dict[str, str]:
             errors[name] = _one_line(exc)
             return None
 
-    for name in CORE_MODULES:
-        _import(name)
-    for package_name in OP_PACKAGES:
-        package = _import(package_name)
-        if package is None or not hasattr(package, "__path__"):
-            continue
-        for info in pkgutil.walk_packages(package.__path__, prefix=package_name + ".",
+    package = _import("gpunn")
+    if package is not None:
+        for info in pkgutil.walk_packages(package.__path__, prefix="gpunn.",
                                           onerror=lambda name: errors.setdefault(name, "package failed to import")):
-            _import(info.name)
+            if info.name not in SKIP_MODULES:
+                _import(info.name)
     return errors
 
 

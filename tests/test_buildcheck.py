@@ -10,10 +10,12 @@ in child processes with ``NUMBA_ENABLE_CUDASIM=0``; they compile, nothing is lau
 tests run in-process.
 """
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -24,10 +26,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = ["sm_80", "sm_90"]
 
 
-def _child(argv, timeout=300):
-    """Run ``python argv...`` from the repository root with the simulator off."""
+def _start(argv):
+    """Start ``python argv...`` from the repository root with the simulator off."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process, timeout=900):
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _child(argv, timeout=300):
+    return _finish(_start(argv), timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_children():
+    """The two compile-heavy children, started together on first use so that they overlap (they are independent)."""
+    script = os.path.join(tempfile.mkdtemp(prefix="gpunn-buildcheck-"), "bad_kernels.py")
+    with open(script, "w") as f:
+        f.write(BAD_KERNELS)
+    argv = ["-m", "gpunn", "kernels", "--json", "--cc", "80", "90", "--jobs", "2"] + ([] if FULL else ["--quick"])
+    return {"registered": _start(argv), "bad": _start([script])}
 
 
 FULL = os.environ.get("GPUNN_BUILDCHECK_FULL", "") not in ("", "0")
@@ -44,8 +70,7 @@ def _skip_if_no_toolchain(result):
 # ``python -m gpunn kernels`` is the full check outside pytest.
 @pytest.fixture(scope="module")
 def full_report():
-    argv = ["-m", "gpunn", "kernels", "--json", "--cc", "80", "90", "--jobs", "2"] + ([] if FULL else ["--quick"])
-    result = _child(argv, timeout=900)
+    result = _finish(_compile_children()["registered"])
     _skip_if_no_toolchain(result)
     assert result.returncode in (0, 1), f"gpunn kernels crashed (rc {result.returncode}):\n{result.stderr[-3000:]}"
     report = json.loads(result.stdout)
@@ -149,6 +174,8 @@ BAD_KERNELS = textwrap.dedent('''
         out[i] = s + v0 * v1 * v2 * v3 * v4 * v5 * v6 * v7 * v8 * v9 * v10 * v11 + v12 + v13 + v14 + v15 + v16 + v17 \\
             + v18 + v19 + v20 + v21 + v22 + v23
 
+    hungry_free = cuda.jit(hungry_kernel.py_func)  # the same code with no register limit
+
     sig32 = "void(float32[::1], float32[::1])"
     specs = [
         KernelSpec("literal[float32]", lambda: literal_kernel, sig32, "float32"),
@@ -156,6 +183,7 @@ BAD_KERNELS = textwrap.dedent('''
         KernelSpec("literal_acc[float32]", lambda: literal_kernel, sig32, "float32", f64_accumulator=True),
         KernelSpec("local[float32]", lambda: local_kernel, sig32, "float32"),
         KernelSpec("hungry[float32]", lambda: hungry_kernel, sig32, "float32"),
+        KernelSpec("hungry_free[float32]", lambda: hungry_free, sig32, "float32"),
     ]
     try:
         report = buildcheck.run(((8, 0), (9, 0)), specs=specs)
@@ -173,10 +201,8 @@ BAD_KERNELS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def bad_report(tmp_path_factory):
-    script = tmp_path_factory.mktemp("buildcheck") / "bad_kernels.py"
-    script.write_text(BAD_KERNELS)
-    result = _child([str(script)])
+def bad_report():
+    result = _finish(_compile_children()["bad"])
     _skip_if_no_toolchain(result)
     assert result.returncode == 0, result.stderr[-3000:]
     table, payload = result.stdout.rsplit("\n@@", 1)
@@ -214,6 +240,8 @@ def test_register_limit_shows_spills(bad_report, cc):
     assert row["registers"] <= 24, row
     assert row["spill_stores"] > 0 and row["spill_loads"] > 0 and row["local_bytes"] > 0, row
     assert not row["ok"] and row["f64_ok"] is True  # failing for the spills alone
+    free = bad_report["rows"][("hungry_free[float32]", cc)]  # without the limit: more registers, no spill
+    assert free["ok"] and free["spill_stores"] == 0 and free["registers"] > row["registers"], free
 
 
 def test_report_fails_and_cli_exits_1(bad_report):
@@ -223,17 +251,23 @@ def test_report_fails_and_cli_exits_1(bad_report):
     assert "zz_test_literal[float32]" in bad_report["table"] and "float64 in a float32 kernel" in bad_report["table"]
 
 
-def test_missing_toolchain_exits_2_with_one_line():
-    # numba-cuda imports the bindings itself, so the library is made to fail where it is loaded: at the first call
-    code = ("import sys\n"
-            "from cuda.bindings import nvjitlink\n"
-            "def create(*args): raise RuntimeError('libnvJitLink.so.13 not found')\n"
-            "nvjitlink.create = create\n"
-            "from gpunn import cli; sys.exit(cli.main(['kernels']))")
+# numba-cuda imports the bindings itself, so each library is made to fail where it is used: at the first call
+BREAK_NVJITLINK = ("from cuda.bindings import nvjitlink\n"
+                   "def create(*args): raise RuntimeError('libnvJitLink.so.13 not found')\n"
+                   "nvjitlink.create = create\n")
+BREAK_NVVM = ("from numba import cuda\n"
+              "from numba.cuda.cudadrv.error import NvvmSupportError\n"
+              "def compile_ptx(*args, **kwargs): raise NvvmSupportError('libNVVM cannot be found')\n"
+              "cuda.compile_ptx = compile_ptx\n")
+
+
+@pytest.mark.parametrize("patch, word", [(BREAK_NVJITLINK, "nvJitLink"), (BREAK_NVVM, "NVVM")], ids=["nvjitlink", "nvvm"])
+def test_missing_toolchain_exits_2_with_one_line(patch, word):
+    code = "import sys\n" + patch + "from gpunn import cli; sys.exit(cli.main(['kernels']))"
     result = _child(["-c", code], timeout=120)
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "toolchain missing" in lines[0] and "nvJitLink" in lines[0], lines
+    assert len(lines) == 1 and "toolchain missing" in lines[0] and word in lines[0], lines
     assert result.stdout == ""
 
 
