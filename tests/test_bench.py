@@ -141,6 +141,15 @@ def test_set_count_defeats_the_cache():
     assert core.set_count(10 * cache, "cpu", 256) == 1
 
 
+def test_rotation_sets_follow_the_bytes_of_one_input_set(monkeypatch):
+    """64 float32 in, 64 out = 512 B per set; with a 4 KiB cache the run rotates over 4 * 4096 / 512 = 32 sets."""
+    monkeypatch.setattr(core, "cache_bytes", lambda backend: 4096)
+    assert core._host_bytes({"x": np.ones(64, np.float32), "p": [np.ones(3), np.ones(5)], "lr": 0.1}) == 256 + 64
+    data = bench.run([_tiny_entry("t.fwd")], sizes=["64", "2048"], repeats=2, min_sample_s=1e-4, providers="numpy",
+                     log=lambda *a: None)
+    assert [r["sets"] for r in data["results"]] == [32, 1]
+
+
 # ---- the run and its files -------------------------------------------------------------------------------------------
 def test_run_writes_json_markdown_and_plots(tmp_path):
     pytest.importorskip("matplotlib")

@@ -282,6 +282,9 @@ def set_count(set_bytes: int, backend: str, max_sets: int) -> int:
 
 
 def _host_bytes(value) -> int:
+    """Bytes of the host arrays in ``value`` (an array, or a dict or list of them)."""
+    if isinstance(value, dict):
+        return sum(_host_bytes(v) for v in value.values())
     if isinstance(value, list):
         return sum(_host_bytes(v) for v in value)
     return value.nbytes if isinstance(value, np.ndarray) else 0
