@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from ..app import linear as _linear  # noqa: F401  (registers the app's kernels for `gpunn kernels`)
 from ..app.mlp import ACTIVATIONS, LOSSES, OPTIMIZERS
 
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.02, "nag": 0.02, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3}
