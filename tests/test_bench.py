@@ -49,6 +49,10 @@ def test_rows_cols():
     assert core.rows_cols(parse_size("2^24")) == (4096, 4096)  # the issue's cross-entropy 4096 x 4096 at 2^24
     assert core.rows_cols(parse_size("2^10")) == (1, 1024)
     assert core.rows_cols(parse_size("8192x32768")) == (8192, 32768)
+    for name in ("softmax.fwd", "log_softmax.bwd", "cross_entropy.grad", "multi_margin_loss.grad"):
+        assert entry(name).shape(parse_size("2^24")) == (4096, 4096), name
+    assert entry("relu.fwd").shape(parse_size("2^24")) == (2**24,)
+    assert entry("prelu.fwd").shape(parse_size("2^24")) == (2**16, 256)  # 256 channels on axis 1
 
 
 def test_split_sizes():
@@ -145,16 +149,16 @@ def test_rotation_sets_follow_the_bytes_of_one_input_set(monkeypatch):
     """64 float32 in, 64 out = 512 B per set; with a 4 KiB cache the run rotates over 4 * 4096 / 512 = 32 sets."""
     monkeypatch.setattr(core, "cache_bytes", lambda backend: 4096)
     assert core._host_bytes({"x": np.ones(64, np.float32), "p": [np.ones(3), np.ones(5)], "lr": 0.1}) == 256 + 64
-    data = bench.run([_tiny_entry("t.fwd")], sizes=["64", "2048"], repeats=2, min_sample_s=1e-4, providers="numpy",
-                     log=lambda *a: None)
+    data = bench.run([_tiny_entry("t.fwd")], sizes=["64", "2048"], backend="cpu", repeats=2, min_sample_s=1e-4,
+                     providers="numpy", log=lambda *a: None)
     assert [r["sets"] for r in data["results"]] == [32, 1]
 
 
 # ---- the run and its files -------------------------------------------------------------------------------------------
 def test_run_writes_json_markdown_and_plots(tmp_path):
     pytest.importorskip("matplotlib")
-    data = bench.run(ops="relu.fwd,relu.bwd", sizes=["2^8", "2^10"], repeats=3, min_sample_s=1e-3, max_sets=4,
-                     output=str(tmp_path), stem="t", log=lambda *a: None)
+    data = bench.run(ops="relu.fwd,relu.bwd", sizes=["2^8", "2^10"], backend="cpu", repeats=3, min_sample_s=1e-3,
+                     max_sets=4, output=str(tmp_path), stem="t", log=lambda *a: None)
     saved = json.loads((tmp_path / "t.json").read_text())
     for key in ("device", "backend", "dtype", "info", "providers", "timer", "results", "skipped", "created",
                 "loadavg_start", "threads"):
@@ -199,7 +203,7 @@ def _tiny_entry(name, requires=(), torch_raises=False, gpunn_raises=False):
 def test_missing_op_is_skipped_with_a_note():
     lines = []
     data = bench.run([_tiny_entry("ghost.fwd", requires=("no_such_op|nor_this",)), _tiny_entry("real.fwd")],
-                     sizes=["64"], repeats=2, min_sample_s=1e-4, max_sets=2, log=lines.append)
+                     sizes=["64"], backend="cpu", repeats=2, min_sample_s=1e-4, max_sets=2, log=lines.append)
     assert data["skipped"] == ["ghost.fwd: skipped, gpunn has no no_such_op|nor_this yet"]
     assert any("ghost.fwd: skipped" in line for line in lines)
     assert [r["op"] for r in data["results"]] == ["real.fwd"]
@@ -207,21 +211,25 @@ def test_missing_op_is_skipped_with_a_note():
 
 def test_a_failing_peer_is_noted_and_a_failing_gpunn_raises():
     pytest.importorskip("torch")
-    data = bench.run([_tiny_entry("p.fwd", torch_raises=True)], sizes=["64"], repeats=2, min_sample_s=1e-4,
-                     max_sets=2, log=lambda *a: None)
+    data = bench.run([_tiny_entry("p.fwd", torch_raises=True)], sizes=["64"], backend="cpu", repeats=2,
+                     min_sample_s=1e-4, max_sets=2, log=lambda *a: None)
     assert "torch" not in data["results"][0]["providers"] and "gpunn" in data["results"][0]["providers"]
     assert any("torch failed: RuntimeError: no such kernel" in s for s in data["skipped"])
     with pytest.raises(RuntimeError, match="no such kernel"):
-        bench.run([_tiny_entry("g.fwd", gpunn_raises=True)], sizes=["64"], repeats=2, log=lambda *a: None)
+        bench.run([_tiny_entry("g.fwd", gpunn_raises=True)], sizes=["64"], backend="cpu", repeats=2,
+                  log=lambda *a: None)
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="no benchmark entry"):
-        bench.run(ops="no-such-op", log=lambda *a: None)
+        bench.run(ops="no-such-op", backend="cpu", log=lambda *a: None)
     with pytest.raises(ValueError, match="providers"):
-        bench.run(ops="relu.fwd", providers="gpunn,jax", log=lambda *a: None)
-    with pytest.raises(RuntimeError, match="real GPU"):
-        bench.run(ops="relu.fwd", backend="cuda", log=lambda *a: None)
+        bench.run(ops="relu.fwd", backend="cpu", providers="gpunn,jax", log=lambda *a: None)
+    with pytest.raises(ValueError, match="backend"):
+        bench.run(ops="relu.fwd", backend="tpu", log=lambda *a: None)
+    if gpunn.mode() != "cuda":
+        with pytest.raises(RuntimeError, match="real GPU"):
+            bench.run(ops="relu.fwd", backend="cuda", log=lambda *a: None)
 
 
 def test_select():
@@ -294,11 +302,29 @@ def test_cli_bench(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "cross_entropy.grad" in listing and "7*n*s bytes" in listing
     assert cli.main(["bench", "--ops", "relu.fwd", "--sizes", "2^8", "--repeats", "2", "--providers", "numpy",
+                     "--backend", "cpu",
                      "--max-sets", "2",
                      "--output", str(tmp_path), "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "relu.fwd" in out and "gpunn" in out and "numpy" in out
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert data["providers"] == ["gpunn", "numpy"] and data["results"][0]["sets"] == 2 and not (tmp_path / "bench-plots").exists()
+    assert data["providers"] == ["gpunn", "numpy"] and data["results"][0]["sets"] == 2
+    assert not (tmp_path / "bench-plots").exists()
     with pytest.raises(ValueError, match="size"):
         cli.main(["bench", "--sizes", "2^x"])
+
+
+# ---- on a real GPU (the lent card's device check): the CUDA path of the harness, small -------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(gpunn.mode() != "cuda", reason="needs a real CUDA GPU (no timing in the simulator)")
+def test_cuda_backend_smoke(tmp_path):
+    data = bench.run(ops="relu.fwd,softmax.bwd,cross_entropy.grad,adam.x200", sizes=["2^14"], backend="cuda",
+                     repeats=3, min_sample_s=1e-4, max_sets=2, output=str(tmp_path), stem="gpu", plot=False,
+                     log=lambda *a: None)
+    assert data["backend"] == "cuda" and data["timer"].startswith("CUDA events") and data["complete"]
+    assert [r["op"] for r in data["results"]] == ["relu.fwd", "softmax.bwd", "cross_entropy.grad", "adam.x200"]
+    for r in data["results"]:
+        assert "cudaMemcpy" in r["copy"]["how"] and r["copy"]["gbps"] > 0
+        for p, m in r["providers"].items():
+            assert 0 < m["median_s"] < 1, (r["op"], p)
+        assert set(r["providers"]) == set(data["providers"]), (r["op"], r["providers"].keys())

@@ -12,7 +12,8 @@ The harness is in :mod:`gpunn.bench.core`, the entries (one per op, each with it
 
 from .core import FULL_SIZES, QUICK_SIZES, Entry, Size, headlines, markdown, parse_size, run, summarize, write
 
-__all__ = ["FULL_SIZES", "QUICK_SIZES", "Entry", "Size", "all_entries", "headlines", "markdown", "parse_size", "run", "summarize", "write"]
+__all__ = ["FULL_SIZES", "QUICK_SIZES", "Entry", "Size", "all_entries", "headlines", "markdown", "parse_size", "run",
+           "summarize", "write"]
 
 
 def all_entries():

@@ -527,7 +527,8 @@ def _run_one(entry, size, backend, dtype, avail, timer, repeats, min_sample_s, r
     host_sets = [one] + [entry.make(size, dtype, rng) for _ in range(sets - 1)]
     shape = tuple(int(d) for d in (entry.shape(size) if entry.shape else size.shape))
     row = {"op": entry.name, "family": entry.family, "size": size.label, "shape": list(shape),
-           "n": int(np.prod(shape, dtype=np.int64)), "dtype": str(dtype), "bytes": nbytes, "napkin": entry.napkin, "sets": sets,
+           "n": int(np.prod(shape, dtype=np.int64)), "dtype": str(dtype), "bytes": nbytes, "napkin": entry.napkin,
+           "sets": sets,
            "providers": {}, "speedup_vs": {}, "fraction_of_copy": {}}
     for provider in avail:
         impl = entry.impls.get(impl_key(provider))
@@ -698,7 +699,8 @@ def headlines(data) -> list[str]:
         peers = ", ".join(f"{p} {_fmt_time(row['providers'][p]['median_s'])} (gpunn {x:.2f}x)"
                           for p, x in row["speedup_vs"].items())
         out.append(f"{row['op']} @ {row['size']} [{_fmt_bytes(row['bytes'])}]: gpunn {_fmt_time(g['median_s'])} "
-                   f"±{g['spread_pct'] / 2:.1f}%, {g['gbps']:.1f} GB/s = {100 * row['fraction_of_copy']['gpunn']:.0f}% "
+                   f"±{g['spread_pct'] / 2:.1f}%, {g['gbps']:.1f} GB/s = "
+                   f"{100 * row['fraction_of_copy']['gpunn']:.0f}% "
                    f"of copy ({row['copy']['gbps']:.1f} GB/s); " + (peers or "no peers"))
     return out
 

@@ -215,7 +215,9 @@ def _act_fwd_entry(act):
         return lambda: act.xp_fwd(ctx.xp, ctx, a["x"], a["out"])
 
     return Entry(f"{act.name}.fwd", "activations", "read x, write y: 2*n*s bytes",
-                 lambda size, dt: 2 * _n(_act_shape(act, size)) * dt.itemsize, make, {"gpunn": gpunn_impl, "torch": torch_impl, "xp": xp_impl}, requires=(gname,),
+                 lambda size, dt: 2 * _n(_act_shape(act, size)) * dt.itemsize, make,
+                 {"gpunn": gpunn_impl, "torch": torch_impl, "xp": xp_impl}, requires=(gname,),
+                 shape=lambda size: _act_shape(act, size),
                  notes={"torch": f"torch {act.name} forward kernel with out="})
 
 
@@ -293,14 +295,15 @@ def _prelu_entries():
                 {"gpunn": lambda a, c: (lambda: _g("prelu")(a["x"], a["w"], out=a["out"])),
                  "torch": lambda a, c: (lambda: _A()._prelu_kernel(a["x"], a["w"])),
                  "xp": xp_fwd},
-                requires=("prelu",), shape=_prelu_shape, notes={"torch": "aten._prelu_kernel (no out= variant: allocates y)"})
+                requires=("prelu",), shape=_prelu_shape,
+                notes={"torch": "aten._prelu_kernel (no out= variant: allocates y)"})
     bwd = Entry("prelu.bwd", "activations", "read dy, x and weight (C), write dx and dweight (C): 3*n*s + 2*C*s bytes",
                 lambda size, dt: (3 * _n(_prelu_shape(size)) + 2 * _prelu_shape(size)[1]) * dt.itemsize, make_bwd,
                 {"gpunn": lambda a, c: (lambda: _g("prelu_backward")(a["dy"], a["x"], a["w"], out=(a["out"], a["dw"]))),
                  "torch": lambda a, c: (lambda: _torch_prelu_bwd(a["dy"], a["x"], a["w"])),
                  "xp": xp_bwd},
                 requires=("prelu_backward",), shape=_prelu_shape,
-                notes={"torch": "aten._prelu_kernel_backward, then dweight summed over the batch axis, as autograd does"})
+                notes={"torch": "aten._prelu_kernel_backward, then dweight summed over the batch axis (as autograd)"})
     return [fwd, bwd]
 
 
@@ -388,7 +391,8 @@ LOSSES = [
          _xp_huber(1.0), params={"delta": 1.0}),
     Loss("smooth_l1_loss", ("smooth_l1_loss_with_grad",),
          lambda T, x, t: T.nn.functional.smooth_l1_loss(x, t, beta=1.0), _xp_smooth_l1(1.0), params={"beta": 1.0}),
-    Loss("binary_cross_entropy_with_logits", ("binary_cross_entropy_with_logits_with_grad", "bce_with_logits_with_grad"),
+    Loss("binary_cross_entropy_with_logits",
+         ("binary_cross_entropy_with_logits_with_grad", "bce_with_logits_with_grad"),
          lambda T, x, t: T.nn.functional.binary_cross_entropy_with_logits(x, t), _xp_bce_logits, target="prob"),
     Loss("hinge_loss", ("hinge_loss_with_grad", "hinge_embedding_loss_with_grad"), _torch_hinge, _xp_hinge,
          target="sign"),
@@ -430,7 +434,7 @@ def _loss_entry(loss):
     def gpunn_impl(a, ctx):
         fn = _g(_first_attr(loss.gnames))
         x = a["x"]
-        if accepts(fn, "out"):  # a preallocated gradient buffer where the API takes one (PyTorch has its allocator cache)
+        if accepts(fn, "out"):  # a preallocated gradient where the API takes one (PyTorch has its allocator cache)
             from .._runtime import empty_like
 
             dx = empty_like(x, x.shape, ctx.dtype)

@@ -40,8 +40,9 @@ def _set_threads(n):
 
 
 def register(subparsers):
-    p = subparsers.add_parser("bench", help="benchmark gpunn against PyTorch, CuPy and NumPy (GB/s, fraction of a copy)",
-                              description="Benchmark gpunn's ops. Default: a quick few sizes; --full sweeps 2^10..2^26.")
+    p = subparsers.add_parser(
+        "bench", help="benchmark gpunn against PyTorch, CuPy and NumPy (GB/s, fraction of a copy)",
+        description="Benchmark gpunn's ops. Default: a quick few sizes; --full sweeps 2^10..2^26.")
     p.add_argument("--full", action="store_true", help="sweep sizes 2^10 .. 2^26 (every other power of two)")
     p.add_argument("--ops", default=None, help="comma-separated filter: names, families or globs (relu,losses,adam*)")
     p.add_argument("--sizes", default=None, help="comma-separated sizes: 2^24, 16777216, 1e8, 4096x4096 (rows x cols)")
