@@ -480,9 +480,10 @@ def test_kernels_registered():
     from gpunn import _registry
 
     names = {k.name for k in _registry.KERNELS}
-    for key in ("stats", "rows_sum", "backward"):
-        for tname in ("int32", "int64", "probs"):
-            for dt in ("float32", "float64"):
+    for dt in ("float32", "float64"):
+        for key in ("rows_sum", "backward"):
+            for tname in ("int32", "int64", "probs"):
                 assert f"cross_entropy_{key}[{tname}][{dt}]" in names
+        assert f"cross_entropy_stats[index][{dt}]" in names and f"cross_entropy_stats[probs][{dt}]" in names
     assert "cross_entropy_total_sum[float32]" in names
     assert "lse" in importlib.import_module("gpunn.losses.cross_entropy").__doc__

@@ -36,8 +36,8 @@ How it runs on the device (three launches, plus one for a reduced loss):
 3. ``_cross_entropy_total_sum_kernel`` (one block): sums the partials in a fixed order into the 0-d loss and the
    gradient's scale (1/denominator for 'mean'). The host then reads the flags and raises before any gradient is
    written, so ``out=`` may be the logits buffer itself.
-4. ``_cross_entropy_backward_kernel``: reads the logits a second time and writes the gradient once (grid-stride
-   over all N*C elements).
+4. ``_cross_entropy_backward_kernel``: reads the logits a second time and writes the gradient once, over the same
+   (row, chunk) items as the statistics (a group of threads per item: no index division per element).
 
 The CPU path is one ``prange`` over rows, all of a row's passes on a cache-resident row: max; exp(x - m) written into
 the gradient buffer with its float64 sum; the scaled gradient.
@@ -299,25 +299,37 @@ def _device_kernels(dtype, block, prob):
 
     @cuda.jit
     def _cross_entropy_backward_kernel(x, t, tp, w, ignore, omeps, eps_c, m_rows, ls_rows, wa_rows,
-                                       dy, dmode, g, scale, out):
-        # dx = up(row) * scale * d l_row / d x; reads x and tp at the index it writes (out may be x or tp)
+                                       dy, dmode, g, scale, group, chunk, n_chunks, out):
+        # dx = up(row) * scale * d l_row / d x over (row, chunk) items, one group of threads per item (no division
+        # per element; the row's scalars read once); reads x and tp at the index it writes (out may be x or tp)
         n_cols = x.shape[1]
-        n = x.shape[0] * n_cols
+        n_items = x.shape[0] * n_chunks
+        per_block = block // group
+        lane = cuda.threadIdx.x % group
+        item = int64(cuda.blockIdx.x) * per_block + cuda.threadIdx.x // group
         sc = scale[0]
-        for i in range(int64(cuda.grid(1)), n, int64(cuda.gridsize(1))):
-            row = i // n_cols
-            c = i - row * n_cols
+        while item < n_items:
+            row = item // n_chunks
+            lo = (item - row * n_chunks) * chunk
+            hi = min(lo + chunk, n_cols)
             gn = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * sc
+            m = m_rows[row]
+            ls = ls_rows[row]
+            wa = wa_rows[row]
             if prob:
-                coef = w[c] * (tp[row, c] * omeps + eps_c)
-                out[row, c] = prob_grad(x[row, c], m_rows[row], ls_rows[row], coef, wa_rows[row], gn)
+                for c in range(lo + lane, hi, group):
+                    coef = w[c] * (tp[row, c] * omeps + eps_c)
+                    out[row, c] = prob_grad(x[row, c], m, ls, coef, wa, gn)
             else:
                 y = t[row]
                 if y == ignore:
-                    out[row, c] = zero
+                    for c in range(lo + lane, hi, group):
+                        out[row, c] = zero
                 else:
-                    out[row, c] = class_grad(x[row, c], m_rows[row], ls_rows[row], c == y, w[c], w[y],
-                                             wa_rows[row], omeps, eps_c, gn)
+                    wy = w[y]
+                    for c in range(lo + lane, hi, group):
+                        out[row, c] = class_grad(x[row, c], m, ls, c == y, w[c], wy, wa, omeps, eps_c, gn)
+            item += int64(cuda.gridDim.x) * per_block
 
     return {"stats": _cross_entropy_stats_kernel, "rows_sum": _cross_entropy_rows_sum_kernel,
             "total_sum": _cross_entropy_total_sum_kernel, "backward": _cross_entropy_backward_kernel}
@@ -354,11 +366,12 @@ def _device_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
         total = loss_flat if loss_flat is not None else cuda.device_array(1, dt)
         scale = cuda.device_array(1, dt)
         k["total_sum"][1, block](partials, np.int64(c.reduction == "mean"), np.int64(n_rows), total, scale)
-    if want_grad and n_rows * n_cols:
+    if want_grad and n_rows:
         dy, dmode, g = upstream
-        k["backward"][launch_config(n_rows * n_cols)](c.x, t, tp, c.w, np.int64(c.ignore), omeps, eps_c,
-                                                      m_rows, ls_rows, wa_rows, dy, np.int64(dmode), dt.type(g),
-                                                      scale, dx)
+        k["backward"][chunk_grid(n_items, group, block)](c.x, t, tp, c.w, np.int64(c.ignore), omeps, eps_c,
+                                                         m_rows, ls_rows, wa_rows, dy, np.int64(dmode), dt.type(g),
+                                                         scale, np.int64(group), np.int64(chunk), np.int64(n_chunks),
+                                                         dx)
 
 
 def _raise_bad(c, bad, target_at):
@@ -764,14 +777,15 @@ def _register():
                    f"int64[::1], float64[:, ::1])"
             total = f"void(float64[:, ::1], int64, int64, {dt}[::1], {dt}[::1])"
             back = f"void({dt}[:, ::1], {idx}[::1], {dt}[:, ::1], {dt}[::1], int64, {dt}, {dt}, " \
-                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], {dt}[:, ::1])"
+                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], int64, int64, int64, {dt}[:, ::1])"
             return {"stats": stats, "rows_sum": rows, "total_sum": total, "backward": back}
 
         for key in ("stats", "rows_sum", "total_sum", "backward"):
-            if key == "total_sum" and tname != "probs":
-                continue  # the same kernel for every target kind: registered once
+            if (key == "total_sum" and tname != "probs") or (key == "stats" and tname == "int64"):
+                continue  # total_sum: one kernel for every target kind; stats: class targets are not read
+            name = {"total_sum": "cross_entropy_total_sum", "stats": f"cross_entropy_stats[{'probs' if prob else 'index'}]"}
             _registry.for_dtypes(
-                f"cross_entropy_{key}[{tname}]" if key != "total_sum" else "cross_entropy_total_sum",
+                name.get(key, f"cross_entropy_{key}[{tname}]"),
                 (lambda dt, key=key, prob=prob: _device_kernels(dt, block, prob)[key]),
                 (lambda dt, key=key, sigs=sigs: sigs(dt)[key]), f64_accumulator=key.endswith("_sum"))
 

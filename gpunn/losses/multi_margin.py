@@ -17,7 +17,8 @@ How it runs on the device: the row layout of gpunn.losses.cross_entropy (short r
 into chunks over several blocks): ``_multi_margin_stats_kernel`` reads each chunk once and leaves the partial sums of
 max(0, h)^p and of d; ``_multi_margin_rows_sum_kernel`` adds a row's chunks in order, writes the row loss and the
 row's sum of d, and leaves float64 block partials of the loss (gpunn/_reduce.py; finished in a fixed order by
-gpunn.losses._common.finish_scalar); ``_multi_margin_backward_kernel`` writes the gradient in one grid-stride pass.
+gpunn.losses._common.finish_scalar); ``_multi_margin_backward_kernel`` writes the gradient over the same (row, chunk) items and
+``_multi_margin_target_kernel`` the target column after it (the other columns read x[n, y], which may be overwritten).
 The CPU path is one ``prange`` over rows.
 """
 
@@ -137,19 +138,26 @@ def _device_kernels(dtype, block):
         block_partial(acc, partials, 0)
 
     @cuda.jit
-    def _multi_margin_backward_kernel(x, t, w, margin, p, inv_c, d_rows, dy, dmode, g, out):
-        # dx_i = up(row) (w_y / C) d_i for i != y, -(w_y / C) sum d at y; reads x at the index it writes (out may be x),
-        # x[row, y] is read by every element of the row, so the target column is written by a later pass
+    def _multi_margin_backward_kernel(x, t, w, margin, p, inv_c, d_rows, dy, dmode, g, group, chunk, n_chunks, out):
+        # dx_i = up(row) (w_y / C) d_i for i != y, over (row, chunk) items, one group of threads per item; reads x at
+        # the index it writes (out may be x) and x[row, y], so the target column is written by the next kernel
         n_cols = x.shape[1]
-        n = x.shape[0] * n_cols
-        for i in range(int64(cuda.grid(1)), n, int64(cuda.gridsize(1))):
-            row = i // n_cols
-            c = i - row * n_cols
+        n_items = x.shape[0] * n_chunks
+        per_block = block // group
+        lane = cuda.threadIdx.x % group
+        item = int64(cuda.blockIdx.x) * per_block + cuda.threadIdx.x // group
+        while item < n_items:
+            row = item // n_chunks
+            lo = (item - row * n_chunks) * chunk
+            hi = min(lo + chunk, n_cols)
             y = t[row]
-            if c != y:
-                k = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * (w[y] * inv_c)
-                v, dv = term(x[row, c], margin - x[row, y], p)
-                out[row, c] = k * dv
+            k = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * (w[y] * inv_c)
+            xb = margin - x[row, y]
+            for c in range(lo + lane, hi, group):
+                if c != y:
+                    v, dv = term(x[row, c], xb, p)
+                    out[row, c] = k * dv
+            item += int64(cuda.gridDim.x) * per_block
 
     @cuda.jit
     def _multi_margin_target_kernel(t, w, inv_c, d_rows, dy, dmode, g, out):
@@ -275,7 +283,8 @@ def _run(what, input, target, p, margin, weight, reduction, grad=None, out=None)
         if reduce:
             _common.finish_scalar(partials, scale, loss_flat)
         if dx is not None and n_rows:
-            k["backward"][launch_config(n_rows * n_cols)](x, t, w, tm, tp, inv_c, d_rows, *up, dxv)
+            k["backward"][chunk_grid(n_items, group, block)](x, t, w, tm, tp, inv_c, d_rows, *up, np.int64(group),
+                                                             np.int64(chunk), np.int64(n_chunks), dxv)
             k["target"][launch_config(n_rows)](t, w, inv_c, d_rows, *up, dxv)
     else:
         t = tv = np.asarray(t).astype(np.int64, copy=False)  # one CPU compilation for both index dtypes
@@ -380,7 +389,7 @@ def _register():
                 "rows_sum": f"void({idx}[::1], {dt}[::1], {dt}, int64, {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], "
                             f"float64[:, ::1])",
                 "backward": f"void({dt}[:, ::1], {idx}[::1], {dt}[::1], {dt}, int64, {dt}, {dt}[::1], {dt}[::1], "
-                            f"int64, {dt}, {dt}[:, ::1])",
+                            f"int64, {dt}, int64, int64, int64, {dt}[:, ::1])",
                 "target": f"void({idx}[::1], {dt}[::1], {dt}, {dt}[::1], {dt}[::1], int64, {dt}, {dt}[:, ::1])",
             }
 
