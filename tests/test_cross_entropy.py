@@ -487,3 +487,15 @@ def test_kernels_registered():
         assert f"cross_entropy_stats[index][{dt}]" in names and f"cross_entropy_stats[probs][{dt}]" in names
     assert "cross_entropy_total_sum[float32]" in names
     assert "lse" in importlib.import_module("gpunn.losses.cross_entropy").__doc__
+
+
+def test_nan_logit_poisons_its_row_only(mode, rng):
+    """A NaN logit makes its row's loss and gradient NaN (as PyTorch), and leaves the other rows alone."""
+    x = rng.standard_normal((3, 40))
+    x[1, 5] = np.nan
+    for t in (np.array([0, 1, 2]), np.full((3, 40), 1 / 40)):
+        loss, dx = cross_entropy_with_grad(put(x, mode), put(t, mode), reduction="none")
+        loss, dx = get(loss), get(dx)
+        assert np.isnan(loss[1]) and np.isnan(dx[1]).all()
+        assert_close(loss[[0, 2]], ref_cross_entropy(x[[0, 2]], t[[0, 2]], reduction="none")[0], np.float64)
+        assert np.isnan(get(cross_entropy(put(x, mode), put(t, mode))))

@@ -246,3 +246,11 @@ def test_kernels_registered():
             for dt in ("float32", "float64"):
                 assert f"multi_margin_{key}[{idx}][{dt}]" in names
     assert "max(0, h)" in importlib.import_module("gpunn.losses.multi_margin").__doc__
+
+
+def test_nan_terms_count_for_nothing_as_torch(mode):
+    """PyTorch's kernel adds a hinge term only where margin - x_y + x_i > 0, so a NaN term counts for nothing."""
+    x = np.array([[0.1, np.nan, 0.3], [np.nan, 0.2, 0.3]])
+    loss, dx = multi_margin_loss_with_grad(put(x, mode), put(np.array([0, 0]), mode), reduction="none")
+    assert_close(get(loss), [0.4, 0.0], np.float64)
+    assert_close(get(dx), [[-1 / 3, 0.0, 1 / 3], [0.0, 0.0, 0.0]], np.float64)
