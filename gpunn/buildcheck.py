@@ -56,7 +56,8 @@ class Row:
     spill_loads: int | None = None     # bytes
     local_bytes: int | None = None     # bytes of local memory per thread (max of ptxas stack frame and linked lmem)
     f64_ok: bool | None = None         # None: not checked (float64 kernel, or a float64 accumulator on purpose)
-    f64_instructions: tuple[str, ...] = ()  # the offending opcodes, e.g. ("cvt.f64.f32", "mul.f64")
+    f64_instructions: tuple[str, ...] = ()  # float64 opcodes of a float32 kernel, e.g. ("cvt.f64.f32", "mul.f64")
+    f64_accumulator: bool = False      # a float32 kernel registered as accumulating in float64 on purpose
     error: str | None = None           # compile/link failure, one line
     seconds: float = 0.0
     traceback: str | None = dataclasses.field(default=None, repr=False)  # of the failure, for --verbose
@@ -335,7 +336,7 @@ def f64_instructions(ptx: str) -> list[str]:
 
 
 def check_spec(spec, cc) -> Row:
-    row = Row(spec.name, tuple(cc))
+    row = Row(spec.name, tuple(cc), f64_accumulator=spec.f64_accumulator and spec.dtype == "float32")
     start = time.perf_counter()
     try:
         kernel = spec.build()
@@ -343,9 +344,9 @@ def check_spec(spec, cc) -> Row:
         max_registers = getattr(kernel, "targetoptions", {}).get("max_registers")  # as the driver would apply it
         options = [f"-maxrregcount={max_registers}"] if max_registers else []
         row.__dict__.update(parse_log(link(ptx, cc, options)))
-        if spec.dtype == "float32" and not spec.f64_accumulator:
-            row.f64_instructions = tuple(f64_instructions(ptx))
-            row.f64_ok = not row.f64_instructions
+        if spec.dtype == "float32":
+            row.f64_instructions = tuple(f64_instructions(ptx))  # listed for accumulators too, for the reader
+            row.f64_ok = None if spec.f64_accumulator else not row.f64_instructions
     except ToolchainError:
         raise
     except Exception as exc:  # noqa: BLE001 - one kernel's failure is a row, not the end of the check
@@ -473,10 +474,12 @@ def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None, 
 
 # ---- printing ----------------------------------------------------------------------------------------------------
 def format_table(report: Report) -> str:
+    """The report as a text table. Column f64: ok (float32 kernel, no float64 instruction), F64 (float32 kernel with
+    float64 math: failing), acc (a float64 accumulator by design), - (a float64 kernel)."""
     header = ("kernel", "target", "regs", "spill st", "spill ld", "local", "f64", "status")
     lines = []
     for r in report.rows:
-        f64 = "-" if r.f64_ok is None else ("ok" if r.f64_ok else "F64")
+        f64 = ("acc" if r.f64_accumulator else "-") if r.f64_ok is None else ("ok" if r.f64_ok else "F64")
         status = "ok" if r.ok else "; ".join(r.problems)
         lines.append((r.name, f"sm_{r.cc[0]}{r.cc[1]}", _n(r.registers), _n(r.spill_stores), _n(r.spill_loads),
                       _n(r.local_bytes), f64, status))
