@@ -75,8 +75,7 @@ def test_grad_scale_power_of_two_is_exact(name, kw, mode, rng):
         assert np.array_equal(get(pa), get(pb)), f"params[{i}]"
 
 
-@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-@pytest.mark.parametrize("how", ["grad_scale", "max_grad_norm"])
+@pytest.mark.parametrize("how,bad", [("grad_scale", np.inf), ("grad_scale", np.nan), ("max_grad_norm", -np.inf)])
 @pytest.mark.parametrize("name,kw", FULL, ids=FULL_IDS)
 def test_nonfinite_gradient_skips_the_step(name, kw, how, bad, mode, rng):
     kw = dict(kw, max_grad_norm=1e6) if how == "max_grad_norm" else kw
@@ -144,7 +143,8 @@ def test_schedule(name, kw, mode, rng):
     for i, (p, r) in enumerate(zip(params, ref.p)):
         assert_close(get(p), r, np.float64, *TOL[np.float64], what=f"params[{i}]")
     if mode == "cpu":  # a new lr is a kernel argument: one compiled specialization only
-        fn = _fused.step_cpu(opt._math(np.dtype(np.float64)), np.dtype(np.float64), False)
+        uses = tuple(bool(u) for u in opt._uses(opt.hyperparams()))
+        fn = _fused.step_cpu(opt._math(np.dtype(np.float64)), np.dtype(np.float64), False, uses)
         assert len(fn.signatures) == 1
 
 
@@ -168,13 +168,14 @@ def test_momentum_switched_on_later(mode, rng):
 def test_resume_from_file_is_bit_identical(name, kw, fmt, mode, rng, tmp_path):
     kw = dict(kw, max_grad_norm=2.0)
     p0, params, opt = setup(name, kw, mode, rng)
-    grads = [grads_for(rng, SHAPES) for _ in range(8)]
+    half = 4 if mode == "cpu" else 2  # the simulator is slow
+    grads = [grads_for(rng, SHAPES) for _ in range(2 * half)]
     straight = fresh(p0, mode)
     ref_opt = getattr(optim, name)(straight, **kw)
     for t, g in enumerate(grads):
         ref_opt.lr = kw["lr"] * 0.9 ** t
         ref_opt.step([put(x, mode) for x in g], grad_scale=8.0)
-    for t, g in enumerate(grads[:4]):
+    for t, g in enumerate(grads[:half]):
         opt.lr = kw["lr"] * 0.9 ** t
         opt.step([put(x, mode) for x in g], grad_scale=8.0)
     path = tmp_path / f"ckpt.{fmt}"
@@ -192,8 +193,8 @@ def test_resume_from_file_is_bit_identical(name, kw, fmt, mode, rng, tmp_path):
     params = fresh(restored, mode)
     resumed = getattr(optim, name)(params, lr=123.0)  # other hyperparameters: load_state_dict restores them
     resumed.load_state_dict(loaded)
-    assert resumed.step_count == 4 and resumed.max_grad_norm == 2.0
-    for t, g in enumerate(grads[4:], start=4):
+    assert resumed.step_count == half and resumed.max_grad_norm == 2.0
+    for t, g in enumerate(grads[half:], start=half):
         resumed.lr = kw["lr"] * 0.9 ** t
         resumed.step([put(x, mode) for x in g], grad_scale=8.0)
     for i, (p, q) in enumerate(zip(params, straight)):
@@ -202,7 +203,7 @@ def test_resume_from_file_is_bit_identical(name, kw, fmt, mode, rng, tmp_path):
 
 def test_resume_in_a_new_process(rng, tmp_path):
     """Save after 5 steps, continue 5 steps in a new Python process: the same bits as 10 steps in one run."""
-    shapes = [(7,), (40000,)]  # the large array takes the parallel CPU loop and check pass
+    shapes = [(40000,)]  # large enough for the parallel CPU loop and check pass
     p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(10)]
     kw = dict(lr=0.01, amsgrad=True, weight_decay=0.01, max_grad_norm=50.0)
@@ -220,19 +221,18 @@ def test_resume_in_a_new_process(rng, tmp_path):
         from gpunn import optim
         rest = np.load({str(tmp_path / 'rest.npz')!r})
         arrays = [rest[f"arr_{{i}}"] for i in range(len(rest.files))]
-        params, grads = arrays[:2], arrays[2:]
+        params, grads = arrays[:1], arrays[1:]
         opt = optim.AdamW(params)
         opt.load_state_dict(np.load({str(tmp_path / 'state.npz')!r}))
         for k in range(5):
-            assert opt.step(grads[2 * k:2 * k + 2], grad_scale=4.0)
+            assert opt.step(grads[k:k + 1], grad_scale=4.0)
         np.savez({str(tmp_path / 'out.npz')!r}, *params)
     """)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(tmp_path / "out.npz") as out:
-        for i in range(2):
-            assert np.array_equal(out[f"arr_{i}"], straight[i]), f"params[{i}] differ after resuming in a new process"
+        assert np.array_equal(out["arr_0"], straight[0]), "params differ after resuming in a new process"
 
 
 # ---- bad input; failing calls change nothing -------------------------------------------------------------------------
