@@ -6,15 +6,16 @@ For each :class:`gpunn._registry.KernelSpec` and each target compute capability 
 2. nvJitLink (``cuda.bindings.nvjitlink``, ``-arch=sm_XX -verbose``) assembles and links that PTX to SASS, and its
    info log gives the registers, the spill stores/loads and the local memory (stack frame, ``lmem``);
 3. the PTX of a float32 kernel (``dtype == "float32"`` and not ``f64_accumulator``) is scanned for float64
-   instructions: a stray Python float literal (``x * 0.5``) silently promotes float32 math to float64, which runs
-   at 1/64 of the float32 rate on most GPUs and is invisible in the simulator.
+   instructions: a stray Python float literal (``x * 0.1``) silently promotes float32 math to float64, which runs
+   at 1/64 of the float32 rate on consumer GPUs (1/2 on A100/H100, plus two conversions per value) and is invisible
+   in the simulator. Accumulator kernels (``f64_accumulator=True``) are exempt; their float64 opcodes are listed.
 
 A kernel passes when it compiles and links, spills 0 bytes, and (float32 kernels) has no float64 instruction.
 Local memory is reported but does not fail a kernel by itself (``cuda.local.array`` legitimately lives there).
 
 The check needs the real CUDA target (``NUMBA_ENABLE_CUDASIM`` unset or 0); ``gpunn kernels`` re-runs itself in a
 subprocess with the simulator off when it is on. Kernels are picked up from the registry: every module under
-``gpunn`` (activations, losses, optim, app, ...) is imported first, so a new op module is checked without any change here.
+``gpunn`` (activations, losses, optim, app, ...) is imported first, so a new op module is checked with no change here.
 
 Example (prints the table; exit status 1 on any failure)::
 

@@ -79,8 +79,9 @@ def full_report():
 
 
 def _fmt(rows):
-    return "\n".join(f"  {r['name']} {r['cc']}: regs {r['registers']}, spills {r['spill_stores']}/{r['spill_loads']} B, "
-                     f"local {r['local_bytes']} B, f64 {r['f64_instructions']}, error {r['error']}" for r in rows[:20])
+    return "\n".join(f"  {r['name']} {r['cc']}: regs {r['registers']}, "
+                     f"spills {r['spill_stores']}/{r['spill_loads']} B, local {r['local_bytes']} B, "
+                     f"f64 {r['f64_instructions']}, error {r['error']}" for r in rows[:20])
 
 
 def test_every_op_module_imports(full_report):
@@ -184,6 +185,7 @@ BAD_KERNELS = textwrap.dedent('''
         KernelSpec("local[float32]", lambda: local_kernel, sig32, "float32"),
         KernelSpec("hungry[float32]", lambda: hungry_kernel, sig32, "float32"),
         KernelSpec("hungry_free[float32]", lambda: hungry_free, sig32, "float32"),
+        KernelSpec("wrong_signature[float32]", lambda: literal_kernel, "void(float32[::1])", "float32"),
     ]
     try:
         report = buildcheck.run(((8, 0), (9, 0)), specs=specs)
@@ -245,6 +247,13 @@ def test_register_limit_shows_spills(bad_report, cc):
     assert free["ok"] and free["spill_stores"] == 0 and free["registers"] > row["registers"], free
 
 
+@pytest.mark.parametrize("cc", TARGETS)
+def test_a_kernel_that_does_not_compile_is_a_failing_row(bad_report, cc):
+    row = bad_report["rows"][("wrong_signature[float32]", cc)]  # launched with one argument too few
+    assert row["error"] and not row["ok"] and row["registers"] is None, row
+    assert "not compiled" in bad_report["report"]["summary"]
+
+
 def test_report_fails_and_cli_exits_1(bad_report):
     report = bad_report["report"]
     assert not report["ok"] and "FAILED" in report["summary"]
@@ -262,7 +271,8 @@ BREAK_NVVM = ("from numba import cuda\n"
               "cuda.compile_ptx = compile_ptx\n")
 
 
-@pytest.mark.parametrize("patch, word", [(BREAK_NVJITLINK, "nvJitLink"), (BREAK_NVVM, "NVVM")], ids=["nvjitlink", "nvvm"])
+@pytest.mark.parametrize("patch, word", [(BREAK_NVJITLINK, "nvJitLink"), (BREAK_NVVM, "NVVM")],
+                         ids=["nvjitlink", "nvvm"])
 def test_missing_toolchain_exits_2_with_one_line(patch, word):
     code = "import sys\n" + patch + "from gpunn import cli; sys.exit(cli.main(['kernels']))"
     result = _child(["-c", code], timeout=120)
@@ -288,7 +298,8 @@ $L__BB0_2:
 
 def test_f64_scan_reads_opcodes_not_names():
     assert buildcheck.f64_instructions(PTX) == []
-    flagged = PTX + "\tcvt.f64.f32 \t%fd2, %f2;\n\t@%p2 fma.rn.f64 \t%fd2, %fd2, %fd1, %fd1;\n\tsetp.gt.f64 \t%p3, %fd2, 0d0;\n"
+    flagged = PTX + ("\tcvt.f64.f32 \t%fd2, %f2;\n\t@%p2 fma.rn.f64 \t%fd2, %fd2, %fd1, %fd1;\n"
+                     "\tsetp.gt.f64 \t%p3, %fd2, 0d0;\n")
     assert buildcheck.f64_instructions(flagged) == ["cvt.f64.f32", "fma.rn.f64", "setp.gt.f64"]
 
 
