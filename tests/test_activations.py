@@ -490,7 +490,7 @@ def _ulps(got, ref):
 
 
 def test_vecmath_float32_accuracy(rng):
-    """exp, expm1, tanh, log1p on [0, 1] and erfcx within a few ulp over their whole ranges, specials exact."""
+    """exp, exp_neg, expm1, tanh, log1p on [0, 1] and erfcx within a few ulp over their whole ranges, specials exact."""
     from numba import njit
 
     vm = importlib.import_module("gpunn.activations._vecmath")
@@ -507,8 +507,10 @@ def test_vecmath_float32_accuracy(rng):
                 out[i] = vm.tanh(v)
             elif k == 3:
                 out[i] = vm.log1p_unit(v)
-            else:
+            elif k == 4:
                 out[i] = vm.erfcx_clamped(v)
+            else:
+                out[i] = vm.exp_neg(v)
 
     special = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0], np.float32)
     erfcx = np.vectorize(lambda a: math.exp(a * a) * math.erfc(a) if a < 26 else math.nan, otypes=[np.float64])
@@ -520,6 +522,7 @@ def test_vecmath_float32_accuracy(rng):
          np.tanh, 3.0),
         (3, np.concatenate([np.linspace(0, 1, 20001), np.geomspace(1e-38, 1, 500)]), np.log1p, 3.0),
         (4, np.linspace(0, 11, 20001), erfcx, 8.0),
+        (5, np.concatenate([np.linspace(-103.9, 0, 50001), -rng.uniform(0, 2, 5000)]), np.exp, 2.0),
     ]
     for k, x, f, bound in cases:
         x = x.astype(np.float32)
@@ -538,6 +541,8 @@ def test_vecmath_float32_accuracy(rng):
     assert np.array_equal(out, [-1, np.inf, np.nan, 0, 0], equal_nan=True)
     run(special, out, 2)
     assert np.array_equal(out, [-1, 1, np.nan, 0, 0], equal_nan=True)
+    run(special[[0, 2, 3, 4]], out[:4], 5)
+    assert np.array_equal(out[:4], [0, np.nan, 1, 1], equal_nan=True)
 
 
 # ---- docstring examples stay true ------------------------------------------------------------------------------------

@@ -2,38 +2,55 @@
 
 Why: without Intel SVML (not shipped here) Numba's CPU loops call the C library's ``expf``/``tanhf``/``erff`` one
 element at a time, and an activation then runs 5 to 25 times slower than PyTorch's vectorised CPU kernels. Written as
-polynomials plus one bit-cast (for 2^n), LLVM vectorises them inside the ``prange`` loops of gpunn._elementwise. The
-same functions run in the CUDA kernels (all arithmetic; the bit-cast is an LLVM ``bitcast``, valid in NVVM), so the
+polynomials plus an exponent-bits construction (for 2^n), LLVM vectorises them inside the ``prange`` loops of gpunn._elementwise. The
+same functions run in the CUDA kernels (all arithmetic; 2^n is an int32 add, shift and LLVM ``bitcast``, valid in NVVM), so the
 simulator tests exercise exactly the device code.
 
 Accuracy, measured against float64 over the whole float32 range used (see tests/test_activations.py):
 exp and expm1 within 2 ulp, tanh within 3 ulp, log1p on [0, 1] within 3 ulp, erfc's factor ``erfcx`` within 6 ulp
 (a least-squares fit, relative error 1e-11 in exact arithmetic, in t = (a - 4) / (a + 4)). float64 ops keep ``math``.
 
-Every constant is a float32 closure constant (a Python float literal would promote to float64), and integers are
-cast back to int32 (Numba widens int32 arithmetic to int64).
+Every constant is a float32 constant (a Python float literal would promote to float64); integer work happens only
+inside the ``_pow2`` intrinsic, in int32 (Numba's own int32 arithmetic widens to int64, which halves the vector width).
 """
 
 import math
 
 import numpy as np
 from llvmlite import ir
-from numba import int32, njit, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 _f32 = np.float32
 
 
 @intrinsic
-def _int32_bits_as_float32(typingctx, i):
-    """The float32 whose IEEE bits are the int32 ``i`` (an LLVM bitcast: free, and vectorisable)."""
-    if i != types.int32:
+def _pow2(typingctx, nf):
+    """2^n for a float32 ``nf`` holding an integer n in [-126, 127]: the float whose exponent bits are n + 127
+    (fptosi, add, shl and bitcast in int32: no libm call, and LLVM vectorises it)."""
+    if nf != types.float32:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
+        i32 = ir.IntType(32)
+        n = builder.fptosi(args[0], i32)
+        bits = builder.shl(builder.add(n, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
 
-    return types.float32(types.int32), codegen
+    return types.float32(types.float32), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma: a vfmadd instruction on the CPU, fma.rn.f32 on the GPU). Halves the
+    operations and the rounding errors of each polynomial step."""
+    if not (a == b == c == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
 
 
 # ---- exp -------------------------------------------------------------------------------------------------------------
@@ -46,6 +63,7 @@ _EXP_HI, _EXP_LO = _f32(89.0), _f32(-104.0)
 _P0, _P1, _P2 = _f32(1.9875691500e-4), _f32(1.3981999507e-3), _f32(8.3334519073e-3)
 _P3, _P4, _P5 = _f32(4.1665795894e-2), _f32(1.6666665459e-1), _f32(5.0000001201e-1)
 _ONE, _HALF, _TWO, _ZERO = _f32(1.0), _f32(0.5), _f32(2.0), _f32(0.0)
+_SIXTY_FOUR = _f32(64.0)
 
 
 @njit(inline="always")
@@ -54,15 +72,29 @@ def exp(x):
     v = x if x < _EXP_HI else _EXP_HI  # NaN takes the bound here and is restored at the end
     v = v if v > _EXP_LO else _EXP_LO
     nf = (v * _LOG2E + _ROUND) - _ROUND  # round(v / ln 2)
-    r = (v - nf * _LN2_HI) - nf * _LN2_LO
-    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-    er = (p * r) * r + r + _ONE  # exp(r)
-    n = int32(nf)
-    n1 = int32(n >> 1)
-    n2 = int32(n - n1)
-    s1 = _int32_bits_as_float32(int32((n1 + 127) << 23))  # 2^n1, a normal float: n1 in [-75, 64]
-    s2 = _int32_bits_as_float32(int32((n2 + 127) << 23))
+    r = fma(nf, -_LN2_LO, v - nf * _LN2_HI)  # v - n ln 2 (the first product is exact)
+    p = fma(fma(fma(fma(fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
+    er = fma(p, r * r, r) + _ONE  # exp(r)
+    n1 = (nf * _HALF + _ROUND) - _ROUND  # 2^n = 2^n1 2^(n - n1), both normal floats: |n1|, |n - n1| <= 75
+    s1 = _pow2(n1)
+    s2 = _pow2(nf - n1)
     y = (er * s1) * s2
+    return y if x == x else x
+
+
+_TWO_M64 = _f32(2.0**-64)
+
+
+@njit(inline="always")
+def exp_neg(x):
+    """e^x for a float32 x <= 0 (or NaN), cheaper than :func:`exp`: one scaling, by 2^(n + 64) then 2^-64 (the first
+    product is exact, the second rounds once, into the subnormals where it must). -inf -> 0, NaN -> NaN."""
+    v = x if x > _EXP_LO else _EXP_LO  # NaN takes the bound here and is restored at the end
+    nf = (v * _LOG2E + _ROUND) - _ROUND  # round(v / ln 2), in [-150, 0]
+    r = fma(nf, -_LN2_LO, v - nf * _LN2_HI)
+    p = fma(fma(fma(fma(fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
+    er = fma(p, r * r, r) + _ONE
+    y = (er * _pow2(nf + _SIXTY_FOUR)) * _TWO_M64
     return y if x == x else x
 
 
@@ -75,8 +107,8 @@ _E6, _E7, _E8 = _f32(1 / 720), _f32(1 / 5040), _f32(1 / 40320)
 @njit(inline="always")
 def expm1(x):
     """e^x - 1 for a float32 x, accurate near 0."""
-    q = (((((_E8 * x + _E7) * x + _E6) * x + _E5) * x + _E4) * x + _E3) * x + _E2
-    small = x + (x * x) * q
+    q = fma(fma(fma(fma(fma(fma(_E8, x, _E7), x, _E6), x, _E5), x, _E4), x, _E3), x, _E2)
+    small = fma(x * x, q, x)
     big = exp(x) - _ONE
     return small if abs(x) < _HALF else big
 
@@ -93,7 +125,7 @@ def tanh(x):
     """tanh(x) for a float32 x: +-inf -> +-1, NaN -> NaN, tanh(-0) = -0."""
     a = abs(x)
     z = x * x
-    small = x + x * z * ((((_T0 * z + _T1) * z + _T2) * z + _T3) * z + _T4)
+    small = fma(x * z, fma(fma(fma(fma(_T0, z, _T1), z, _T2), z, _T3), z, _T4), x)
     big = _ONE - _TWO / (exp(a + a) + _ONE)
     big = big if x > _ZERO else -big
     return small if a < _T_CUT else big
@@ -110,8 +142,8 @@ def log1p_unit(u):
     """log(1 + u) for a float32 u in [0, 1] (softplus's exp(-|z|)); NaN -> NaN."""
     s = u / (_TWO + u)
     w = s * s
-    q = ((((((_L15 * w + _L13) * w + _L11) * w + _L9) * w + _L7) * w + _L5) * w + _L3) * w
-    return (s + s) + (s + s) * q
+    q = fma(fma(fma(fma(fma(fma(_L15, w, _L13), w, _L11), w, _L9), w, _L7), w, _L5), w, _L3) * w
+    return fma(s + s, q, s + s)
 
 
 # ---- erfc ------------------------------------------------------------------------------------------------------------
@@ -131,19 +163,19 @@ def erfcx_clamped(a):
     """exp(a^2) erfc(a) for a float32 a in [0, 11]."""
     t = (a - _FOUR) / (a + _FOUR)
     q = _Q0
-    q = q * t + _Q1
-    q = q * t + _Q2
-    q = q * t + _Q3
-    q = q * t + _Q4
-    q = q * t + _Q5
-    q = q * t + _Q6
-    q = q * t + _Q7
-    q = q * t + _Q8
-    q = q * t + _Q9
-    q = q * t + _Q10
-    q = q * t + _Q11
-    q = q * t + _Q12
-    return q * t + _Q13
+    q = fma(q, t, _Q1)
+    q = fma(q, t, _Q2)
+    q = fma(q, t, _Q3)
+    q = fma(q, t, _Q4)
+    q = fma(q, t, _Q5)
+    q = fma(q, t, _Q6)
+    q = fma(q, t, _Q7)
+    q = fma(q, t, _Q8)
+    q = fma(q, t, _Q9)
+    q = fma(q, t, _Q10)
+    q = fma(q, t, _Q11)
+    q = fma(q, t, _Q12)
+    return fma(q, t, _Q13)
 
 
 # ---- per dtype -------------------------------------------------------------------------------------------------------
@@ -168,7 +200,8 @@ def _log1p64(u):
 
 
 def for_dtype(dtype):
-    """``(exp, expm1, tanh, log1p_unit)`` for ``dtype``: the float32 forms above, or ``math``'s for float64."""
+    """``(exp, expm1, tanh, log1p_unit, exp_neg)`` for ``dtype``: the float32 forms above, or ``math``'s for
+    float64 (where ``exp_neg`` is plain ``exp``)."""
     if np.dtype(dtype) == np.float32:
-        return exp, expm1, tanh, log1p_unit
-    return _exp64, _expm1_64, _tanh64, _log1p64
+        return exp, expm1, tanh, log1p_unit, exp_neg
+    return _exp64, _expm1_64, _tanh64, _log1p64, _exp64

@@ -42,7 +42,7 @@ _HALF32 = np.float32(0.5)
 def _half_erfc_gauss32(a):
     """(0.5 erfc(a), exp(-a^2)) for a float32 a >= 0 (NaN: any finite pair; the caller multiplies by x)."""
     a = a if a < _A_MAX32 else _A_MAX32  # erfc(11) and exp(-121) are 0 in float32; NaN takes the bound too
-    e = _vecmath.exp(-(a * a))
+    e = _vecmath.exp_neg(-(a * a))
     return _HALF32 * e * _vecmath.erfcx_clamped(a), e
 
 

@@ -108,8 +108,14 @@ def _cpu_kernels(dtype):
             a = weight[row % channels]
             start = row * inner + (t % n_chunks) * _CHUNK
             end = min(start + _CHUNK, row * inner + inner)
-            for i in range(start, end):
-                out[i] = forward(x[i], a)
+            xs, ys = x[start:end], out[start:end]  # slices: indices LLVM knows are in range, so it vectorises
+            for i in range(xs.size):
+                ys[i] = forward(xs[i], a)
+
+    @njit(inline="always")
+    def _contrib(xi, d):
+        p = np.float64(xi) * np.float64(d)
+        return p if not xi > zero else 0.0  # dweight term: x * dy where x <= 0 (a select: no branch to mispredict)
 
     @njit(parallel=True)
     def cpu_backward(dy, x, weight, outer, channels, inner, dx, partials):
@@ -119,13 +125,12 @@ def _cpu_kernels(dtype):
             a = weight[row % channels]
             start = row * inner + (t % n_chunks) * _CHUNK
             end = min(start + _CHUNK, row * inner + inner)
-            acc = 0.0
-            for i in range(start, end):
-                xi = x[i]
-                d = dy[i]
-                dx[i] = backward(d, xi, a)
-                if not xi > zero:
-                    acc += np.float64(xi) * np.float64(d)  # dweight[c] += x * dy where x <= 0 (or NaN)
+            xs, dys, dxs = x[start:end], dy[start:end], dx[start:end]  # slices: LLVM vectorises the dx loop
+            acc = 0.0  # first the dweight partial (dx may alias dy or x), in float64, in index order
+            for i in range(xs.size):
+                acc += _contrib(xs[i], dys[i])
+            for i in range(xs.size):
+                dxs[i] = backward(dys[i], xs[i], a)
             partials[t] = acc
 
     return cpu_forward, cpu_backward

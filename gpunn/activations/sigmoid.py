@@ -20,11 +20,11 @@ from . import _vecmath
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
     zero, one = typed(dtype, 0.0, 1.0)
-    exp = _vecmath.for_dtype(dtype)[0]
+    exp_neg = _vecmath.for_dtype(dtype)[4]
 
     @njit(inline="always")
     def f(x, a, b):
-        e = exp(-abs(x))  # in (0, 1]: no overflow in either tail
+        e = exp_neg(-abs(x))  # in [0, 1]: no overflow in either tail
         r = one / (one + e)
         return r if x >= zero else e * r  # NaN: abs/exp keep NaN, the select gives e * r = NaN
 

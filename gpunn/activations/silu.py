@@ -1,10 +1,11 @@
 r"""SiLU (swish): x * sigmoid(x).
 
-Forward:  y = x / (1 + exp(-x))                       (PyTorch's form; exp(-x) = inf for very negative x gives -0)
-Backward: dx = dy * s * (1 + x (1 - s)),  s = 1 / (1 + exp(-x))      (saved: x)
+Forward:  y = x * s,  s = sigmoid(x) = 1 / (1 + exp(-x))
+Backward: dx = dy * s * (1 + x (1 - s))                                  (saved: x)
 
-Never NaN for finite x; silu(+inf) = +inf, silu(-inf) = -inf / inf = NaN and the backward is NaN at +-inf, as in
-PyTorch.
+s and 1 - s come from e = exp(-|x|) <= 1 (stable in both tails, no overflow): with r = 1 / (1 + e),
+x >= 0: s = r, 1 - s = e r;  x < 0: s = e r, 1 - s = r. Never NaN for finite x; silu(+inf) = +inf,
+silu(-inf) = -inf * 0 = NaN and the backward is NaN at +-inf, as in PyTorch.
 """
 
 import functools
@@ -19,25 +20,32 @@ from . import _vecmath
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
-    (one,) = typed(dtype, 1.0)
-    exp = _vecmath.for_dtype(dtype)[0]
+    zero, one = typed(dtype, 0.0, 1.0)
+    exp_neg = _vecmath.for_dtype(dtype)[4]
 
     @njit(inline="always")
     def f(x, a, b):
-        return x / (one + exp(-x))  # y = x sigmoid(x); the denominator is >= 1, never 0
+        e = exp_neg(-abs(x))
+        r = one / (one + e)
+        s = r if x >= zero else e * r  # sigmoid(x)
+        return x * s                   # y = x sigmoid(x)
 
     return f
 
 
 @functools.lru_cache(maxsize=None)
 def _backward_math(dtype):
-    (one,) = typed(dtype, 1.0)
-    exp = _vecmath.for_dtype(dtype)[0]
+    zero, one = typed(dtype, 0.0, 1.0)
+    exp_neg = _vecmath.for_dtype(dtype)[4]
 
     @njit(inline="always")
     def f(dy, x, a, b):
-        s = one / (one + exp(-x))         # sigmoid(x), in [0, 1]
-        return dy * s * (one + x * (one - s))  # dx = dy * s * (1 + x (1 - s))
+        e = exp_neg(-abs(x))
+        r = one / (one + e)
+        nonneg = x >= zero
+        s = r if nonneg else e * r             # sigmoid(x)
+        oms = e * r if nonneg else r           # 1 - sigmoid(x), without cancellation
+        return dy * s * (one + x * oms)        # dx = dy * s * (1 + x (1 - s))
 
     return f
 

@@ -23,14 +23,14 @@ from .._runtime import check_real
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
     (zero,) = typed(dtype, 0.0)
-    exp, _, _, log1p_unit = _vecmath.for_dtype(dtype)
+    _, _, _, log1p_unit, exp_neg = _vecmath.for_dtype(dtype)
 
     @njit(inline="always")
     def f(x, beta, threshold):
         z = x * beta
         if z > threshold:
             return x  # linear regime
-        return (max(z, zero) + log1p_unit(exp(-abs(z)))) / beta  # y = log(1 + e^z) / beta; NaN stays NaN
+        return (max(z, zero) + log1p_unit(exp_neg(-abs(z)))) / beta  # y = log(1 + e^z) / beta; NaN stays NaN
 
     return f
 
@@ -38,14 +38,14 @@ def _forward_math(dtype):
 @functools.lru_cache(maxsize=None)
 def _backward_math(dtype):
     zero, one = typed(dtype, 0.0, 1.0)
-    exp = _vecmath.for_dtype(dtype)[0]
+    exp_neg = _vecmath.for_dtype(dtype)[4]
 
     @njit(inline="always")
     def f(dy, x, beta, threshold):
         z = x * beta
         if z > threshold:
             return dy  # linear regime
-        e = exp(-abs(z))
+        e = exp_neg(-abs(z))
         r = one / (one + e)
         s = r if z >= zero else e * r  # sigmoid(z), stable in both tails
         return dy * s                  # dx = dy * sigmoid(beta x)
