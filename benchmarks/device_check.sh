@@ -49,6 +49,7 @@ if [ "$SMOKE" = 1 ]; then
     TEST_CMD=("$PY" -m pytest -q -x tests/test_bench.py -k "parse_size or bytes_hand")
     EXTRA=(--repeats 3 --max-sets 2)
     CARD=cpu-smoke
+    RESULTS_ROOT=${RESULTS_ROOT:-${TMPDIR:-/tmp}/gpunn-device-check}  # keep smoke output out of the repository
 else
     BACKEND=cuda
     ACT_OPS="activations"; ACT_SIZES="2^26"; CE_SIZES="8192x32768,4096x131072"; ADAM_SIZES="1e8"; QUICK_OPS=""
@@ -58,7 +59,7 @@ else
     CARD=$(printf '%s' "${CARD:-unknown-gpu}" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-*//; s/-*$//')
 fi
 STAMP=$(date -u +%Y%m%d-%H%M)
-RESULTS=benchmarks/results/${CARD}-${STAMP}
+RESULTS=${RESULTS_ROOT:-benchmarks/results}/${CARD}-${STAMP}
 FAILED=()
 
 run_step() {  # run_step NAME LIMIT CMD...: print, time-limit, log to $RESULTS/NAME.log, remember failures
