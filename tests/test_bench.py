@@ -315,6 +315,24 @@ def test_cli_bench(tmp_path, capsys):
         cli.main(["bench", "--sizes", "2^x"])
 
 
+@pytest.mark.skipif(gpunn.mode() != "simulator", reason="drives the device path through the CUDA simulator")
+def test_device_path_through_the_simulator():
+    """The "cuda" backend's plumbing (Numba device arrays for gpunn, the device copy reference, freeing) run in the
+    simulator with a wall-clock timer: no figure means anything, but every device-side call is made."""
+    from numba import cuda
+
+    data = bench.run(ops="relu.fwd,cross_entropy.grad,sgd_momentum.x200", sizes=["4x50"], backend="cuda",
+                     repeats=2, min_sample_s=1e-4, max_sets=2, timer=core.CpuTimer(), _simulator_as_cuda=True,
+                     log=lambda *a: None)
+    assert data["device"] == "Numba CUDA simulator" and data["providers"][0] == "gpunn"
+    assert [r["op"] for r in data["results"]] == ["relu.fwd", "cross_entropy.grad", "sgd_momentum.x200"]
+    for r in data["results"]:
+        assert r["providers"]["gpunn"]["median_s"] > 0 and "cudaMemcpy" in r["copy"]["how"]
+    assert data["results"][1]["shape"] == [4, 50] and data["results"][2]["bytes"] == 5 * 200 * 4
+    arrays = {"x": np.arange(3.0)}
+    assert isinstance(core.convert(arrays["x"], "gpunn", "cuda"), type(cuda.to_device(np.zeros(1))))
+
+
 # ---- on a real GPU (the lent card's device check): the CUDA path of the harness, small -------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(gpunn.mode() != "cuda", reason="needs a real CUDA GPU (no timing in the simulator)")

@@ -401,7 +401,8 @@ class _CopyCache:
 
 
 def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, providers=None, dtype="float32",
-        repeats=None, min_sample_s=None, output=None, stem="bench", plot=True, log=print, seed=0, max_sets=None):
+        repeats=None, min_sample_s=None, output=None, stem="bench", plot=True, log=print, seed=0, max_sets=None, timer=None,
+        _simulator_as_cuda=False):
     """Run the benchmark and return the results dict (also written to ``output``/``stem``.json/.md and plots).
 
     Args:
@@ -413,6 +414,8 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
         output: directory for the JSON, the Markdown table and the PNG plots (None: write nothing).
         max_sets: at most this many rotating input sets (default: each entry's own cap; fewer makes small sizes
             cache-resident, so use it only to make a run quick, never for figures you report).
+        timer, _simulator_as_cuda: for the harness's own tests only (drive the device code path through Numba's
+            simulator with a wall-clock timer; such figures mean nothing).
     """
     from .. import _runtime
     from .. import info as gpunn_info
@@ -423,7 +426,7 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
     backend = backend or ("cuda" if mode == "cuda" else "cpu")
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
-    if backend == "cuda" and mode != "cuda":
+    if backend == "cuda" and mode != "cuda" and not (_simulator_as_cuda and mode == "simulator"):
         raise RuntimeError(f"backend 'cuda' needs a real GPU (gpunn mode is {mode!r}); no timing in the simulator")
     dtype = np.dtype(dtype)
     avail = providers_for(backend)
@@ -435,7 +438,7 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
         avail = [p for p in avail if p in wanted or p == "gpunn"]
     repeats = repeats or (21 if backend == "cuda" else 9)
     min_sample_s = min_sample_s or (0.002 if backend == "cuda" else 0.01)
-    timer = CudaTimer() if backend == "cuda" else CpuTimer()
+    timer = timer or (CudaTimer() if backend == "cuda" else CpuTimer())
     copy_ref = _CopyCache(backend, timer, repeats, min_sample_s, max_sets or 256)
     chosen = select(entries, ops)
     if not chosen:
