@@ -32,11 +32,14 @@ Kernel launches per step (``Optimizer.last_launches`` counts them; the tests che
   The host then decides (skip the step on inf/NaN; clip factor ``min(1, max_norm / (norm + 1e-6))``) - this read-back
   is the one synchronisation of a step, and it is needed anyway because ``step`` returns whether it was applied.
 
-On the CPU (NumPy or PyTorch CPU arrays) the same scalar math runs in a ``numba.njit(parallel=True)`` loop, one pass
-over each parameter (one call per parameter array), reading and writing the parameter and its state in place: no
-temporary the size of a parameter (a non-contiguous *gradient* is copied once to be read in order). The CPU check
-pass sums fixed 65,536-element chunks in parallel and the chunk sums in order, so the result does not depend on the
-thread count: a resumed run is bit-identical to one that never stopped, on both paths.
+On the CPU (NumPy or PyTorch CPU arrays) the same scalar math runs in a ``numba.njit`` loop, one pass over each
+parameter (one call per parameter array), reading and writing the parameter and its state in place: no temporary the
+size of a parameter (a non-contiguous *gradient* is copied once to be read in order). Arrays of 2^15 elements or more
+take a ``parallel=True`` (``prange``) loop, smaller ones a plain loop (waking threads costs more than the work). The
+CPU loop is compiled per set of state tensors in use (so its body has no conditional loads or stores, and LLVM
+vectorizes it: 2-3x faster on a 2^24-element Adam step than with run-time flags). The CPU check pass sums fixed
+65,536-element chunks in parallel and the chunk sums in order, so its result does not depend on the thread count: a
+resumed run is bit-identical to one that never stopped, on both paths.
 
 A parameter's math runs in its own precision (float32 parameters in float32, float64 in float64); only the check
 pass accumulates in float64.
@@ -208,7 +211,7 @@ class _Batch:
         self.n_chunks = len(rows)
         self.table = cuda.to_device(np.array(rows, np.int64).reshape(-1, 4))
         threads = block_size()
-        self.blocks = max(1, min(self.n_chunks, 1 if simulator() else _sm_count() * 8))
+        self.blocks = max(1, min(self.n_chunks, 2 if simulator() else _sm_count() * 8))  # 2: grid-stride tested
         self.threads = threads
         self.partials = cuda.device_array((2, self.blocks), np.float64)
 
