@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numba
 import numpy as np
 from numba import cuda, float64, from_dtype, int64, njit, prange
 
@@ -436,6 +437,8 @@ def _cpu_loops(dtype):
     def class_rows(x, t, w, ignore, omeps, eps_c, wsum, dy, dmode, g, loss_rows, dx, want_grad, bad):
         # loss_rows: float64 (N,); dx (N, C) written when want_grad (may be x itself); bad[n] = 1: all -inf row
         n_rows, n_cols = x.shape
+        # forward only: exp(x - m) goes to a per-thread scratch row (no allocation per row)
+        scratch = np.empty((1 if want_grad else numba.get_num_threads(), n_cols), x.dtype)
         for n in prange(n_rows):
             xr = x[n]
             y = t[n]
@@ -456,7 +459,7 @@ def _cpu_loops(dtype):
                 for c in range(n_cols):
                     if w[c] != zero:
                         a += np.float64(w[c]) * (inf if xr[c] == ninf else np.float64(m - xr[c]))
-            er = dx[n] if want_grad else np.empty(n_cols, x.dtype)
+            er = dx[n] if want_grad else scratch[numba.get_thread_id()]
             s = exp_row(xr, m, er)  # exp(x - m), scaled into the gradient below
             ls = math.log(s)
             wy = w[y]
