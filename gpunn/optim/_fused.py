@@ -12,7 +12,7 @@ switch over the ``L`` members). So one step is, PyTorch/apex ``multi_tensor_appl
 * the optimizer *owns* its state (``exp_avg``, momentum buffers, ...) as one flat buffer per state tensor and per
   parameter dtype, with parameter ``k`` at a fixed offset;
 * a **chunk table** (int64 rows ``(tensor slot, first element, length, state offset)``, built once on the device,
-  :data:`CHUNK` elements per chunk) tells each block what to update; a block walks chunks in a grid-stride loop and
+  :data:`CHUNK_GPU` = 16,384 elements per chunk on a GPU, 64 in the simulator) tells each block what to update; a block walks chunks in a grid-stride loop and
   its threads walk the chunk's elements, so any grid is correct and indices are 64-bit;
 * the step's scalars (lr, bias corrections, the clip/unscale factor, option flags) are computed on the host in
   float64 each step, cast to the parameter dtype, and passed as a tuple argument: a new lr or a schedule never
@@ -26,6 +26,9 @@ Kernel launches per step (``Optimizer.last_launches`` counts them; the tests che
   shape, stride), and params + grads of 24 tensors plus the table, state and scalars stay under the classic 4 KiB
   kernel-parameter limit (PyTorch's ``multi_tensor_apply`` splits its lists for the same reason, at 36 tensors for
   Adam). More parameters -> ``ceil(n / 24)`` launches (the last tuple is padded, so there is one compilation).
+  CUDA >= 12.1 allows 32 KiB of kernel parameters on sm_70+ (numba-cuda's NVVM emits PTX 9.5 here, and a 280-wide
+  step kernel compiles and links with nvJitLink), which would fit ~280 tensors in one launch; no GPU was available to
+  try such a launch, so the cap stays at the size every driver accepts.
 * **+1** launch per batch when ``grad_scale`` or ``max_grad_norm`` is given: a deterministic reduction pass over the
   gradients (float64 sum of squares and a count of non-finite values: per-block partials in a fixed tree order,
   ``gpunn._reduce.block_partial_fn``), whose few partials are copied to the host and summed there in a fixed order.
