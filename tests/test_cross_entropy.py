@@ -499,3 +499,53 @@ def test_nan_logit_poisons_its_row_only(mode, rng):
         assert np.isnan(loss[1]) and np.isnan(dx[1]).all()
         assert_close(loss[[0, 2]], ref_cross_entropy(x[[0, 2]], t[[0, 2]], reduction="none")[0], np.float64)
         assert np.isnan(get(cross_entropy(put(x, mode), put(t, mode))))
+
+
+class KernelSpy:
+    """Wraps a kernel: records the Numba types of the arguments of every launch, then launches it."""
+
+    def __init__(self, kernel, key, log):
+        self.kernel, self.key, self.log = kernel, key, log
+
+    def __getitem__(self, config):
+        def launch(*args):
+            import numba
+
+            self.log[self.key] = [str(numba.typeof(getattr(a, "_ary", a))) for a in args]
+            return self.kernel[config](*args)
+
+        return launch
+
+
+def registered_arg_types(name):
+    from numba.core import sigutils
+
+    from gpunn import _registry
+
+    spec = next(s for s in _registry.KERNELS if s.name == name)
+    return [str(t) for t in sigutils.normalize_signature(spec.signature)[0]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_launch_signatures_are_the_registered_ones(monkeypatch, dtype, rng):
+    """What the kernel build check compiles is what runs: every launch's argument types equal the registry's."""
+    if gpunn.mode() != "simulator":
+        pytest.skip("the argument types are read from the simulator's arrays")
+    mod = importlib.import_module("gpunn.losses.cross_entropy")
+    real = mod._device_kernels
+    log = {}
+    monkeypatch.setattr(mod, "_device_kernels",
+                        lambda dt, block, prob: {k: KernelSpy(v, k, log) for k, v in real(dt, block, prob).items()})
+    dt = np.dtype(dtype).name
+    for tname in ("int32", "int64", "probs"):
+        x, t, kw = make_case(rng, (3, 5), dtype, tname, "weight")
+        log.clear()
+        cross_entropy_with_grad(put(x, "device"), put(t, "device"), grad=put(np.array(2.0, dtype), "device"),
+                                **on("device", kw))
+        cross_entropy_backward(put(x, "device"), put(t, "device"), reduction="none")  # the scalar-grad placeholder
+        names = {"stats": f"cross_entropy_stats[{'probs' if tname == 'probs' else 'index'}][{dt}]",
+                 "rows_sum": f"cross_entropy_rows_sum[{tname}][{dt}]", "total_sum": f"cross_entropy_total_sum[{dt}]",
+                 "backward": f"cross_entropy_backward[{tname}][{dt}]"}
+        assert set(log) == set(names)
+        for key, name in names.items():
+            assert log[key] == registered_arg_types(name), name

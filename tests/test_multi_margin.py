@@ -254,3 +254,26 @@ def test_nan_terms_count_for_nothing_as_torch(mode):
     loss, dx = multi_margin_loss_with_grad(put(x, mode), put(np.array([0, 0]), mode), reduction="none")
     assert_close(get(loss), [0.4, 0.0], np.float64)
     assert_close(get(dx), [[-1 / 3, 0.0, 1 / 3], [0.0, 0.0, 0.0]], np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_launch_signatures_are_the_registered_ones(monkeypatch, dtype, rng):
+    """What the kernel build check compiles is what runs: every launch's argument types equal the registry's."""
+    if gpunn.mode() != "simulator":
+        pytest.skip("the argument types are read from the simulator's arrays")
+    from test_cross_entropy import KernelSpy, registered_arg_types
+
+    mod = importlib.import_module("gpunn.losses.multi_margin")
+    real = mod._device_kernels
+    log = {}
+    monkeypatch.setattr(mod, "_device_kernels",
+                        lambda dt, block: {k: KernelSpy(v, k, log) for k, v in real(dt, block).items()})
+    dt = np.dtype(dtype).name
+    for idx in (np.int32, np.int64):
+        x, t, w = make_case(rng, (3, 5), dtype, idx, weighted=True)
+        log.clear()
+        multi_margin_loss_with_grad(put(x, "device"), put(t, "device"), 2, 1.0, put(w, "device"), "none",
+                                    grad=put(np.ones(3, dtype), "device"))
+        assert set(log) == {"stats", "rows_sum", "backward", "target"}
+        for key, types in log.items():
+            assert types == registered_arg_types(f"multi_margin_{key}[{np.dtype(idx).name}][{dt}]"), key
