@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import multiprocessing
 import pkgutil
 import re
 import time
@@ -436,6 +437,12 @@ def _check_index(index):
     return [check_spec(specs[index], cc) for cc in ccs]
 
 
+def _report_progress(progress, rows):
+    if progress is not None:
+        for row in rows:
+            progress(row)
+
+
 def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None, jobs: int = 1,
         quick: bool = False) -> Report:
     """Check every registered kernel (or ``specs``) at each compute capability in ``ccs``, in ``jobs`` processes
@@ -451,25 +458,20 @@ def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None, 
     if quick:
         specs = quick_subset(specs)
     rows = []
-    if jobs > 1 and len(specs) > 1:
-        import multiprocessing
-
-        _WORK = (specs, ccs)
-        try:
+    _WORK = (specs, ccs)
+    try:
+        if jobs > 1 and len(specs) > 1 and "fork" in multiprocessing.get_all_start_methods():  # else sequential
             with multiprocessing.get_context("fork").Pool(min(jobs, len(specs))) as pool:
-                for spec_rows in pool.imap(_check_index, range(len(specs))):  # results in registry order
+                results = pool.imap(_check_index, range(len(specs)))  # in registry order
+                for spec_rows in results:
                     rows += spec_rows
-                    for row in spec_rows if progress is not None else ():
-                        progress(row)
-        finally:
-            _WORK = None
-    else:
-        for spec in specs:
-            for cc in ccs:
-                row = check_spec(spec, cc)
-                rows.append(row)
-                if progress is not None:
-                    progress(row)
+                    _report_progress(progress, spec_rows)
+        else:
+            for index in range(len(specs)):
+                rows += _check_index(index)
+                _report_progress(progress, rows[-len(ccs):])
+    finally:
+        _WORK = None
     return Report(rows, errors, len(specs), time.perf_counter() - start, tuple(ccs), aliases)
 
 
