@@ -211,7 +211,7 @@ def test_bad_arguments_name_the_argument(mode, rng):
     x = put(rng.standard_normal((4, 3)).astype(np.float32), mode)
     t = put(np.array([0, 1, 2, 0]), mode)
     cases = [
-        (ValueError, "input", lambda: multi_margin_loss(put(np.zeros(3, np.float32), mode), t)),
+        (ValueError, "logits", lambda: multi_margin_loss(put(np.zeros(3, np.float32), mode), t)),
         (ValueError, "target", lambda: multi_margin_loss(x, put(np.array([0, 1]), mode))),
         (TypeError, "target", lambda: multi_margin_loss(x, put(np.zeros(4, np.float32), mode))),
         (ValueError, "p must be 1 or 2", lambda: multi_margin_loss(x, t, p=3)),

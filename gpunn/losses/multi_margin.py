@@ -209,15 +209,15 @@ def _cpu_loop(dtype):
 # ----------------------------------------------------------------------------------------------------------------------
 # Argument checks and the public functions
 # ----------------------------------------------------------------------------------------------------------------------
-def _run(what, input, target, p, margin, weight, reduction, grad=None, out=None):
+def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None):
     reduction = _common.check_reduction(reduction)
-    args = Args(input=input)
-    shape = tuple(int(s) for s in input.shape)
+    args = Args(logits=logits)
+    shape = tuple(int(s) for s in logits.shape)
     if len(shape) != 2:
-        raise ValueError(f"input must have shape (N, C), got {shape}")
+        raise ValueError(f"logits must have shape (N, C), got {shape}")
     n_rows, n_cols = shape
     if n_cols == 0:
-        raise ValueError("input must have at least one class (C >= 1)")
+        raise ValueError("logits must have at least one class (C >= 1)")
     if kind(target) is None:
         raise TypeError(f"target must be an array, got {type(target).__name__}")
     tdt = dtype_of(target)
@@ -236,7 +236,7 @@ def _run(what, input, target, p, margin, weight, reduction, grad=None, out=None)
     if out is not None and what == "forward" and reduction != "none":
         raise ValueError("out is only accepted with reduction='none' (a reduced loss is a new 0-d array)")
     dt = args.dtype
-    upstream = _common.upstream_grad(grad, reduction, args, (n_rows,), placeholder="input") if what != "forward" \
+    upstream = _common.upstream_grad(grad, reduction, args, (n_rows,), placeholder="logits") if what != "forward" \
         else None
     dx = args.output("out", out, shape) if what != "forward" else None
     loss = loss_rows = loss_flat = None
@@ -247,8 +247,8 @@ def _run(what, input, target, p, margin, weight, reduction, grad=None, out=None)
             loss = args.output(name, out if what == "forward" else None, (n_rows,))
             loss_rows = args.flat(name)
         else:
-            loss, loss_flat = _common.scalar_result(args, "input")
-    x = args.nd("input")
+            loss, loss_flat = _common.scalar_result(args, "logits")
+    x = args.nd("logits")
     t = args.flat("target")
     if weight is not None:
         w = args.flat("weight")
@@ -314,22 +314,22 @@ def _raise_bad_target(row, value, n_cols):
     raise ValueError(f"target[{row}] = {value} is not a class index in [0, {n_cols})")
 
 
-def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean", *, out=None):
+def multi_margin_loss(logits, target, p=1, margin=1.0, weight=None, reduction="mean", *, out=None):
     r"""Multi-class margin (hinge) loss (``torch.nn.functional.multi_margin_loss``).
 
     .. math:: \ell_n = \frac{1}{C} \sum_{i \ne y_n} w_{y_n} \max(0,\ m - x_{n y_n} + x_{ni})^p
 
     Args:
-        input: float32 or float64 logits of shape (N, C) (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        logits: float32 or float64 logits of shape (N, C) (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: int32 or int64 class indices of shape (N,), each in [0, C).
         p: 1 or 2.
         margin: the margin m (a real number).
-        weight: optional (C,) class weights, ``input``'s dtype; row n is weighted by ``weight[target[n]]``.
+        weight: optional (C,) class weights, ``logits``'s dtype; row n is weighted by ``weight[target[n]]``.
         reduction: ``"mean"`` (divided by N), ``"sum"`` or ``"none"`` (the (N,) row losses).
         out: optional preallocated (N,) row losses (reduction ``"none"`` only).
 
     Returns:
-        ``"none"``: (N,) array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype (it
+        ``"none"``: (N,) array like ``logits``; ``"mean"``/``"sum"``: a 0-d array of ``logits``'s kind and dtype (it
         stays on the device for device inputs; ``float(loss)`` reads it).
 
     Raises:
@@ -340,32 +340,32 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         >>> float(gpunn.multi_margin_loss(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([3])))
         0.32499999999999996
     """
-    return _run("forward", input, target, p, margin, weight, reduction, out=out)
+    return _run("forward", logits, target, p, margin, weight, reduction, out=out)
 
 
-def multi_margin_loss_backward(input, target, p=1, margin=1.0, weight=None, reduction="mean", grad=None, *,
+def multi_margin_loss_backward(logits, target, p=1, margin=1.0, weight=None, reduction="mean", grad=None, *,
                                out=None):
-    r"""Gradient of :func:`multi_margin_loss` with respect to ``input``.
+    r"""Gradient of :func:`multi_margin_loss` with respect to ``logits``.
 
     .. math:: \frac{\partial \ell}{\partial x_{ni}} = g_n s \frac{w_{y_n}}{C} d_{ni}\ (i \ne y_n), \qquad
               \frac{\partial \ell}{\partial x_{n y_n}} = -g_n s \frac{w_{y_n}}{C} \sum_{i \ne y_n} d_{ni}
 
     with d = [h > 0] (p = 1) or 2 max(0, h) (p = 2), s = 1/N for ``"mean"``, else 1, and ``g`` the upstream gradient
     ``grad``: ``None`` (1), a scalar or one-element array for ``"mean"``/``"sum"``, an (N,) array for ``"none"``.
-    ``out``: optional preallocated (N, C) gradient; may be ``input`` itself.
+    ``out``: optional preallocated (N, C) gradient; may be ``logits`` itself.
 
     Example:
         >>> import numpy as np, gpunn
         >>> gpunn.multi_margin_loss_backward(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([3]))
         array([[ 0.25,  0.25,  0.25, -0.75]])
     """
-    return _run("backward", input, target, p, margin, weight, reduction, grad=grad, out=out)
+    return _run("backward", logits, target, p, margin, weight, reduction, grad=grad, out=out)
 
 
-def multi_margin_loss_with_grad(input, target, p=1, margin=1.0, weight=None, reduction="mean", grad=None, *,
+def multi_margin_loss_with_grad(logits, target, p=1, margin=1.0, weight=None, reduction="mean", grad=None, *,
                                 out=None):
     r"""``(multi_margin_loss(...), multi_margin_loss_backward(...))`` from one statistics pass and one gradient pass.
-    ``out``: the gradient's buffer, may be ``input`` itself.
+    ``out``: the gradient's buffer, may be ``logits`` itself.
 
     Example:
         >>> import numpy as np, gpunn
@@ -373,7 +373,7 @@ def multi_margin_loss_with_grad(input, target, p=1, margin=1.0, weight=None, red
         >>> round(float(loss), 6), dx
         (0.325, array([[ 0.25,  0.25,  0.25, -0.75]]))
     """
-    return _run("with_grad", input, target, p, margin, weight, reduction, grad=grad, out=out)
+    return _run("with_grad", logits, target, p, margin, weight, reduction, grad=grad, out=out)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
