@@ -348,7 +348,7 @@ def test_torch_cpu_tensors_in_and_out():
     assert_close(dw.numpy(), [-2.0, -2.0, -2.0], np.float32)
 
 
-# ---- PReLU ------------------------------------------------------------------------------------------------------------
+# ---- PReLU -----------------------------------------------------------------------------------------------------------
 def ref_prelu(x, w):
     a = _channel_weights(x.shape, w)
     return np.where(x > 0, x, a * x)
@@ -483,7 +483,7 @@ def test_prelu_torch_parity(dtype, mode, rng):
         assert_close(get(dw), tdw.numpy(), dtype, atol=1e-5)  # PyTorch sums in float32
 
 
-# ---- the float32 math of _vecmath --------------------------------------------------------------------------------------
+# ---- the float32 math of _vecmath ------------------------------------------------------------------------------------
 def _ulps(got, ref):
     ref32 = ref.astype(np.float32)
     return np.abs(got.astype(np.float64) - ref) / np.spacing(np.abs(ref32)).astype(np.float64)

@@ -1,14 +1,14 @@
 """float32 exp, expm1, tanh, log1p and erfc written as plain float32 arithmetic, for the activations' scalar math.
 
 Why: without Intel SVML (not shipped here) Numba's CPU loops call the C library's ``expf``/``tanhf``/``erff`` one
-element at a time, and an activation then runs 5 to 25 times slower than PyTorch's vectorised CPU kernels. Written as
-polynomials plus an exponent-bits construction (for 2^n), LLVM vectorises them inside the ``prange`` loops of gpunn._elementwise. The
-same functions run in the CUDA kernels (all arithmetic; 2^n is an int32 add, shift and LLVM ``bitcast``, valid in NVVM), so the
-simulator tests exercise exactly the device code.
+element at a time, and an activation then ran 5 to 25 times slower than PyTorch's vectorised CPU kernels. Written as
+FMA polynomials plus an exponent-bits construction for 2^n, LLVM vectorises them (AVX2/AVX-512) inside the ``prange``
+loops of gpunn._elementwise. The same functions run in the CUDA kernels (``llvm.fma`` is ``fma.rn.f32``; 2^n is an
+int32 add, shift and ``bitcast``, valid in NVVM), so the simulator tests exercise exactly the device code.
 
-Accuracy, measured against float64 over the whole float32 range used (see tests/test_activations.py):
-exp and expm1 within 2 ulp, tanh within 3 ulp, log1p on [0, 1] within 3 ulp, erfc's factor ``erfcx`` within 6 ulp
-(a least-squares fit, relative error 1e-11 in exact arithmetic, in t = (a - 4) / (a + 4)). float64 ops keep ``math``.
+Accuracy against float64 over the float32 ranges used (tests/test_activations.py::test_vecmath_float32_accuracy):
+exp, exp_neg and expm1 within 2 ulp, tanh within 2 ulp, log1p on [0, 1] within 2 ulp, erfc's factor ``erfcx`` within
+6 ulp (a least-squares fit in t = (a - 4) / (a + 4), relative error 1e-11 in exact arithmetic). float64 keeps ``math``.
 
 Every constant is a float32 constant (a Python float literal would promote to float64); integer work happens only
 inside the ``_pow2`` intrinsic, in int32 (Numba's own int32 arithmetic widens to int64, which halves the vector width).

@@ -9,8 +9,9 @@ approximate="none":
 approximate="tanh":
     Forward:  y = 0.5 * x * (1 + tanh(u)),  u = k (x + c x^3),  k = sqrt(2 / pi),  c = 0.044715
     Backward: dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)),  t = tanh(u)        (saved: x)
-    Computed with 0.5 (1 + tanh(u)) = s = sigmoid(2u) (one exp): y = x s and dx = dy (s + 2 x s (1 - s) k (1 + 3 c x^2)),
-    where 1 - s is taken as e / (1 + e), e = exp(-2u), when s is near 1 (no cancellation).
+    Computed with 0.5 (1 + tanh(u)) = s = sigmoid(2u) (one exp): y = x s and
+    dx = dy (s + 2 x s (1 - s) k (1 + 3 c x^2)), where 1 - s is taken as e / (1 + e), e = exp(-2u), when s is near 1
+    (no cancellation).
 
 Infinities follow the formulas as PyTorch evaluates them: gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, and the
 backward is NaN at +-inf (inf * 0). PyTorch's float32 CPU kernel gives NaN at +inf for "none" (its vectorised erf);
