@@ -457,7 +457,8 @@ def test_bad_arguments_name_the_argument(mode, rng):
         (TypeError, "out", lambda: cross_entropy_backward(x, t, out=put(np.zeros((4, 3)), mode))),
         (ValueError, "grad", lambda: cross_entropy_backward(x, t, reduction="none",
                                                             grad=put(np.ones(3, np.float32), mode))),
-        (ValueError, "grad", lambda: cross_entropy_backward(x, t, grad=put(np.ones(2, np.float32), mode))),
+        (ValueError, "grad .*reduction='mean'", lambda: cross_entropy_backward(x, t, grad=put(np.ones(2, np.float32),
+                                                                                               mode))),
     ]
     if mode == "device":  # a host weight with device logits
         cases.append((TypeError, "weight", lambda: cross_entropy(x, t, weight=np.ones(3, np.float32))))

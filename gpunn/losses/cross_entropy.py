@@ -655,8 +655,11 @@ def _run(what, logits, target, weight, ignore_index, label_smoothing, reduction,
     upstream = None
     if what != "forward":
         # the 'mean' scale (1 / sum of weights) is applied by the kernels: parse grad as for 'sum'
-        up = _common.upstream_grad(grad, "sum" if c.reduction == "mean" else c.reduction, args, (n_rows,),
-                                   placeholder="logits")
+        try:
+            up = _common.upstream_grad(grad, "sum" if c.reduction == "mean" else c.reduction, args, (n_rows,),
+                                       placeholder="logits")
+        except ValueError as exc:  # name the user's reduction in the message
+            raise ValueError(str(exc).replace("reduction='sum'", f"reduction={c.reduction!r}")) from None
         upstream = (up.dy, up.mode, up.g)
     dx = None
     if what != "forward":
