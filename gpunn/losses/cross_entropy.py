@@ -23,7 +23,7 @@ contributes 0 (PyTorch: 0 * -inf = NaN). A row whose logits are all -inf is an i
 except in an ignored row, which is never read for the loss. A -inf logit elsewhere is fine: it gets probability 0 and a
 zero gradient (the loss is +inf only when the target class itself, or a smoothed class, sits at -inf, as in PyTorch).
 
-How it runs on the device (three launches, plus one for a reduced loss):
+How it runs on the device (kernels 1 and 2 always; 3 for a reduced loss or a gradient; 4 for a gradient):
 
 1. ``_cross_entropy_stats_kernel``: each row is cut into chunks (one chunk of a group of threads for C <= block, so a
    block holds several short rows; chunks of ``block * 16`` elements for long rows, so a row of 262,144 classes
@@ -33,14 +33,15 @@ How it runs on the device (three launches, plus one for a reduced loss):
 2. ``_cross_entropy_rows_sum_kernel``: per row, merges the chunk partials in chunk order, checks the target and the row
    (flags in a small int64 array, written with atomic min so the first bad row is named), writes the row loss and the
    row statistics, and leaves float64 block partials of the loss and of the 'mean' denominator (gpunn/_reduce.py).
+   The host then reads the flags and raises before any gradient is written, so ``out=`` may be the logits buffer.
 3. ``_cross_entropy_total_sum_kernel`` (one block): sums the partials in a fixed order into the 0-d loss and the
-   gradient's scale (1/denominator for 'mean'). The host then reads the flags and raises before any gradient is
-   written, so ``out=`` may be the logits buffer itself.
+   gradient's scale (1/denominator for 'mean'), both left on the device.
 4. ``_cross_entropy_backward_kernel``: reads the logits a second time and writes the gradient once, over the same
    (row, chunk) items as the statistics (a group of threads per item: no index division per element).
 
 The CPU path is one ``prange`` over rows, all of a row's passes on a cache-resident row: max; exp(x - m) written into
-the gradient buffer with its float64 sum; the scaled gradient.
+the gradient buffer (float32: gpunn's vectorisable polynomial exp) with its float64 sum; the scaled gradient. Targets
+are checked on the host first; the all -inf row check runs first alone when the gradient overwrites the logits.
 """
 
 from __future__ import annotations
