@@ -630,6 +630,15 @@ def markdown(data) -> str:
         napkins.setdefault(row["op"], row["napkin"])
     out += ["", "## Napkin math (bytes each op must move)", ""]
     out += [f"- `{op}`: {text}" for op, text in napkins.items()]
+    hows = {}
+    for row in data["results"]:
+        for p, r in row["providers"].items():
+            if r.get("how"):
+                hows.setdefault((p, r["how"]), []).append(row["op"])
+    if hows:
+        out += ["", "## How each provider ran", ""]
+        out += [f"- {p}: {how} ({', '.join(dict.fromkeys(ops))})" for (p, how), ops in hows.items()]
+    out += ["", f"Threads: {data.get('threads')}; rotating input sets per case: see `sets` in the JSON."]
     if data["skipped"]:
         out += ["", "## Skipped", ""] + [f"- {s}" for s in data["skipped"]]
     return "\n".join(out) + "\n"

@@ -311,8 +311,10 @@ def _prelu_entries():
 # Losses with gradient (reduction "mean")
 # ----------------------------------------------------------------------------------------------------------------------
 class Loss:
-    def __init__(self, name, gnames, torch_loss, xp_loss_grad, target="normal", params=None, rowwise=False):
+    def __init__(self, name, gnames, torch_loss, xp_loss_grad, target="normal", params=None, rowwise=False,
+                 torch_note=None):
         self.name, self.gnames, self.params, self.rowwise, self.target = name, gnames, params or {}, rowwise, target
+        self.torch_note = torch_note
         self.torch_loss, self.xp_loss_grad = torch_loss, xp_loss_grad
 
 
@@ -395,7 +397,7 @@ LOSSES = [
          ("binary_cross_entropy_with_logits_with_grad", "bce_with_logits_with_grad"),
          lambda T, x, t: T.nn.functional.binary_cross_entropy_with_logits(x, t), _xp_bce_logits, target="prob"),
     Loss("hinge_loss", ("hinge_loss_with_grad", "hinge_embedding_loss_with_grad"), _torch_hinge, _xp_hinge,
-         target="sign"),
+         target="sign", torch_note="autograd of clamp(1 - t*x, min=0).mean(): PyTorch has no binary hinge loss"),
     Loss("multi_margin_loss", ("multi_margin_loss_with_grad",),
          lambda T, x, y: T.nn.functional.multi_margin_loss(x, y), _xp_multi_margin, target="class", rowwise=True),
     Loss("cross_entropy", ("cross_entropy_with_grad", "cross_entropy_loss_with_grad"),
@@ -463,7 +465,8 @@ def _loss_entry(loss):
                  requires=("|".join(loss.gnames),),
                  shape=(lambda size: rows_cols(size)) if loss.rowwise else (lambda size: (size.n,)),
                  notes={"gpunn": "loss and gradient from one call (*_with_grad), reduction mean",
-                        "torch": "autograd: loss forward + torch.autograd.grad (fwd+bwd as training runs it)"})
+                        "torch": loss.torch_note
+                        or "autograd: loss forward + torch.autograd.grad (fwd+bwd as training runs it)"})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -613,7 +616,7 @@ def _opt_entry(opt, multi: bool, family="optimizers", name=None, default_sizes=N
                  lambda size, dt: opt.per_elem * size.n * dt.itemsize, make,
                  {"gpunn": gpunn_impl, "torch": torch_impl, "xp": xp_impl}, requires=("optim." + opt.gname,),
                  max_sets=8, default_sizes=default_sizes,
-                 notes={"gpunn": f"gpunn.optim.{opt.gname}: one fused launch per step",
+                 notes={"gpunn": f"gpunn.optim.{opt.gname}: fused multi-tensor step",
                         "xp": "naive per-tensor loop of array expressions"})
 
 
