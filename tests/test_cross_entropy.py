@@ -37,7 +37,7 @@ def _fast_thread_switch():
     sys.setswitchinterval(old)
 
 
-# ---- naive float64 reference, straight from the formulas --------------------------------------------------------------
+# ---- naive float64 reference, straight from the formulas -------------------------------------------------------------
 def ref_cross_entropy(x, t, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean", grad=None):
     """(loss, dlogits) in float64 by explicit loops over rows and classes. ``grad``: upstream ((N,) for 'none')."""
     x = np.asarray(x, np.float64)
@@ -85,7 +85,7 @@ def ref_cross_entropy(x, t, weight=None, ignore_index=-100, label_smoothing=0.0,
     return np.float64(losses.sum() / den), grads * (g / den)
 
 
-# ---- data -------------------------------------------------------------------------------------------------------------
+# ---- data ------------------------------------------------------------------------------------------------------------
 OPTIONS = {  # name: (weight, ignore, label_smoothing)
     "plain": (False, False, 0.0),
     "weight": (True, False, 0.0),
@@ -140,7 +140,7 @@ def check_against_reference(mode, x, t, kw, reduction, grad=None, what="cross_en
     assert np.array_equal(dx, dx_b, equal_nan=True), f"{what}: with_grad dx != backward"
 
 
-# ---- values and gradients ---------------------------------------------------------------------------------------------
+# ---- values and gradients --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("target", ["int64", "int32", "probs"])
 @pytest.mark.parametrize("option", list(OPTIONS))
@@ -239,7 +239,7 @@ def test_torch_tensors_in_and_out():
     assert_close(float(loss), torch.nn.functional.cross_entropy(x, t).item(), np.float64)
 
 
-# ---- all ignored, empty, extreme values -------------------------------------------------------------------------------
+# ---- all ignored, empty, extreme values ------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_all_rows_ignored(mode, dtype, rng):
     """'mean' with every row ignored is 0 with a zero gradient (PyTorch gives NaN: a documented difference)."""
@@ -312,7 +312,7 @@ def test_smoothing_against_neg_inf_is_inf_as_torch(mode):
     assert_close(get(dx)[0, 1], -0.1, np.float64)
 
 
-# ---- out=, in place ---------------------------------------------------------------------------------------------------
+# ---- out=, in place --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("target", ["int64", "probs"])
 def test_out_and_in_place(mode, target, rng):
     dtype = np.float32
@@ -342,7 +342,7 @@ def test_non_contiguous_host_out(rng):
     assert_close(out, ref_cross_entropy(x, t, **kw)[1], np.float64)
 
 
-# ---- long rows: several chunks per row --------------------------------------------------------------------------------
+# ---- long rows: several chunks per row -------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_long_rows_several_chunks(mode, dtype, rng):
     """C = 3 chunks + 5 (several blocks per row on the device): the partial max/sum merge, with the row max in the
@@ -374,7 +374,7 @@ def test_row_layout():
     assert row_layout(262_144, 256, 16) == (256, 4096, 64)
 
 
-# ---- determinism ------------------------------------------------------------------------------------------------------
+# ---- determinism -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_bit_identical_repeats(mode, reduction, rng):
     x, t, kw = make_case(rng, (40, 23), np.float32, "int64", "all")
@@ -395,7 +395,7 @@ def test_reduced_loss_stays_on_device(rng):
     assert_close(np.float32(float(loss)), ref_cross_entropy(x, t)[0], np.float32)
 
 
-# ---- bad input --------------------------------------------------------------------------------------------------------
+# ---- bad input -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad_target", [3, -1, -100, 7])
 @pytest.mark.parametrize("what", ["forward", "with_grad_in_place"])
 def test_target_out_of_range(mode, what, bad_target, rng):
@@ -468,7 +468,7 @@ def test_bad_arguments_name_the_argument(mode, rng):
             call()
 
 
-# ---- documentation ----------------------------------------------------------------------------------------------------
+# ---- documentation ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fn", [cross_entropy, cross_entropy_backward, cross_entropy_with_grad])
 def test_docstring_examples_run(fn):
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)

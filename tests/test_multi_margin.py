@@ -33,7 +33,7 @@ def _fast_thread_switch():
     sys.setswitchinterval(old)
 
 
-# ---- naive float64 reference, straight from the formula ---------------------------------------------------------------
+# ---- naive float64 reference, straight from the formula --------------------------------------------------------------
 def ref_multi_margin(x, t, p=1, margin=1.0, weight=None, reduction="mean", grad=None):
     """(loss, dx) in float64 by explicit loops: l_n = (1/C) sum_{i != y} w_y max(0, margin - x_y + x_i)^p."""
     x = np.asarray(x, np.float64)
@@ -85,7 +85,7 @@ def check(mode, x, t, p, margin, w, reduction, grad=None, what="multi_margin"):
     assert np.array_equal(get(dx), get(dx_b), equal_nan=True), "with_grad dx != backward"
 
 
-# ---- values and gradients ---------------------------------------------------------------------------------------------
+# ---- values and gradients --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("margin", [1.0, 0.3])
@@ -158,7 +158,7 @@ def test_extreme_and_infinite_logits(mode):
         assert_close(get(dx), ref_dx, np.float32)
 
 
-# ---- out=, in place, long rows, determinism ---------------------------------------------------------------------------
+# ---- out=, in place, long rows, determinism --------------------------------------------------------------------------
 def test_out_and_in_place(mode, rng):
     x, t, w = make_case(rng, (7, 33), np.float32, weighted=True)
     ref_loss, ref_dx = ref_multi_margin(x, t, 2, 0.5, w, "none")
@@ -193,7 +193,7 @@ def test_bit_identical_repeats(mode, rng):
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
 
 
-# ---- bad input --------------------------------------------------------------------------------------------------------
+# ---- bad input -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad_target", [3, -1])
 def test_target_out_of_range(mode, bad_target, rng):
     x = rng.standard_normal((6, 3)).astype(np.float32)
@@ -228,7 +228,7 @@ def test_bad_arguments_name_the_argument(mode, rng):
             call()
 
 
-# ---- documentation ----------------------------------------------------------------------------------------------------
+# ---- documentation ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fn", [multi_margin_loss, multi_margin_loss_backward, multi_margin_loss_with_grad])
 def test_docstring_examples_run(fn):
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -57,7 +57,7 @@ from .. import _registry
 from .._elementwise import typed
 from ..activations import _vecmath
 from .._reduce import block_partial_fn, partials_array, reduce_grid
-from .._runtime import Args, block_size, check_real, dtype_of, host_view, kind, launch_config, simulator
+from .._runtime import Args, block_size, check_real, dtype_of, kind, launch_config, simulator
 from . import _common
 
 __all__ = ["cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"]
@@ -784,13 +784,15 @@ def _register():
                    f"int64[::1], float64[:, ::1])"
             total = f"void(float64[:, ::1], int64, int64, {dt}[::1], {dt}[::1])"
             back = f"void({dt}[:, ::1], {idx}[::1], {dt}[:, ::1], {dt}[::1], int64, {dt}, {dt}, " \
-                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], int64, int64, int64, {dt}[:, ::1])"
+                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], int64, int64, int64, " \
+                   f"{dt}[:, ::1])"
             return {"stats": stats, "rows_sum": rows, "total_sum": total, "backward": back}
 
         for key in ("stats", "rows_sum", "total_sum", "backward"):
             if (key == "total_sum" and tname != "probs") or (key == "stats" and tname == "int64"):
                 continue  # total_sum: one kernel for every target kind; stats: class targets are not read
-            name = {"total_sum": "cross_entropy_total_sum", "stats": f"cross_entropy_stats[{'probs' if prob else 'index'}]"}
+            name = {"total_sum": "cross_entropy_total_sum",
+                    "stats": f"cross_entropy_stats[{'probs' if prob else 'index'}]"}
             _registry.for_dtypes(
                 name.get(key, f"cross_entropy_{key}[{tname}]"),
                 (lambda dt, key=key, prob=prob: _device_kernels(dt, block, prob)[key]),

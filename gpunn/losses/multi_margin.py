@@ -17,15 +17,15 @@ How it runs on the device: the row layout of gpunn.losses.cross_entropy (short r
 into chunks over several blocks): ``_multi_margin_stats_kernel`` reads each chunk once and leaves the partial sums of
 max(0, h)^p and of d; ``_multi_margin_rows_sum_kernel`` adds a row's chunks in order, writes the row loss and the
 row's sum of d, and leaves float64 block partials of the loss (gpunn/_reduce.py; finished in a fixed order by
-gpunn.losses._common.finish_scalar); ``_multi_margin_backward_kernel`` writes the gradient over the same (row, chunk) items and
-``_multi_margin_target_kernel`` the target column after it (the other columns read x[n, y], which may be overwritten).
+gpunn.losses._common.finish_scalar); ``_multi_margin_backward_kernel`` writes the gradient over the same (row, chunk)
+items and ``_multi_margin_target_kernel`` the target column after it (the other columns read x[n, y], which may be
+overwritten in place).
 The CPU path is one ``prange`` over rows.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 from numba import cuda, float64, from_dtype, int64, njit, prange
