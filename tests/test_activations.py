@@ -375,13 +375,15 @@ def _channel_weights(shape, w):
 PRELU_SHAPES = [(0,), (1,), (31,), (4, 0, 3), (13, 6), (3, 5, 17), (2, 3, 4, 5), (1000,)]
 
 
-@pytest.mark.parametrize("per_channel", [False, True], ids=["shared", "per_channel"])
-@pytest.mark.parametrize("shape", PRELU_SHAPES)
+# (shape, per_channel): one shared slope for every shape; C slopes where there is a channel axis (ndim >= 2)
+PRELU_CASES = [(s, False) for s in PRELU_SHAPES] + [(s, True) for s in PRELU_SHAPES if len(s) >= 2]
+
+
+@pytest.mark.parametrize("shape, per_channel", PRELU_CASES,
+                         ids=[f"{'x'.join(map(str, s))}-{'C' if p else 'shared'}" for s, p in PRELU_CASES])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_prelu_matches_reference(dtype, shape, per_channel, mode, rng):
     c = shape[1] if len(shape) >= 2 else 1
-    if per_channel and len(shape) < 2:
-        pytest.skip("ndim < 2 has one channel")
     w = rng.uniform(-0.5, 1.0, c if per_channel else 1).astype(dtype)
     x, dy = _random(rng, shape, dtype), _random(rng, shape, dtype, 1.0)
     out = poisoned(shape, dtype, mode)

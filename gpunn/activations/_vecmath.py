@@ -15,6 +15,7 @@ inside the ``_pow2`` intrinsic, in int32 (Numba's own int32 arithmetic widens to
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -199,9 +200,19 @@ def _log1p64(u):
     return math.log1p(u)
 
 
+class Math(NamedTuple):
+    exp: object
+    expm1: object
+    tanh: object
+    log1p_unit: object
+    exp_neg: object
+
+
+_MATH32 = Math(exp, expm1, tanh, log1p_unit, exp_neg)
+_MATH64 = Math(_exp64, _expm1_64, _tanh64, _log1p64, _exp64)
+
+
 def for_dtype(dtype):
-    """``(exp, expm1, tanh, log1p_unit, exp_neg)`` for ``dtype``: the float32 forms above, or ``math``'s for
-    float64 (where ``exp_neg`` is plain ``exp``)."""
-    if np.dtype(dtype) == np.float32:
-        return exp, expm1, tanh, log1p_unit, exp_neg
-    return _exp64, _expm1_64, _tanh64, _log1p64, _exp64
+    """The scalar functions for ``dtype`` (``.exp``, ``.expm1``, ``.tanh``, ``.log1p_unit``, ``.exp_neg``): the float32
+    forms above, or ``math``'s for float64 (where ``exp_neg`` is plain ``exp``)."""
+    return _MATH32 if np.dtype(dtype) == np.float32 else _MATH64

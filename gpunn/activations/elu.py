@@ -21,7 +21,7 @@ from .._runtime import check_real
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
     (zero,) = typed(dtype, 0.0)
-    exp, expm1 = _vecmath.for_dtype(dtype)[:2]
+    expm1 = _vecmath.for_dtype(dtype).expm1
 
     @njit(inline="always")
     def f(x, alpha, b):
@@ -33,7 +33,7 @@ def _forward_math(dtype):
 @functools.lru_cache(maxsize=None)
 def _backward_math(dtype):
     (zero,) = typed(dtype, 0.0)
-    exp, expm1 = _vecmath.for_dtype(dtype)[:2]
+    exp = _vecmath.for_dtype(dtype).exp
 
     @njit(inline="always")
     def f(dy, x, alpha, b):

@@ -84,7 +84,7 @@ def _backward_math(dtype):
 @functools.lru_cache(maxsize=None)
 def _tanh_forward_math(dtype):
     one, two_k, c = typed(dtype, 1.0, 2.0 * _K, _C)
-    exp = _vecmath.for_dtype(dtype)[0]
+    exp = _vecmath.for_dtype(dtype).exp
 
     @njit(inline="always")
     def f(x, a, b):
@@ -97,7 +97,7 @@ def _tanh_forward_math(dtype):
 @functools.lru_cache(maxsize=None)
 def _tanh_backward_math(dtype):
     one, two_k, c3, c = typed(dtype, 1.0, 2.0 * _K, 3.0 * _C, _C)
-    exp = _vecmath.for_dtype(dtype)[0]
+    exp = _vecmath.for_dtype(dtype).exp
 
     @njit(inline="always")
     def f(dy, x, a, b):

@@ -21,7 +21,7 @@ from . import _vecmath
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
     zero, one = typed(dtype, 0.0, 1.0)
-    exp_neg = _vecmath.for_dtype(dtype)[4]
+    exp_neg = _vecmath.for_dtype(dtype).exp_neg
 
     @njit(inline="always")
     def f(x, a, b):
@@ -36,7 +36,7 @@ def _forward_math(dtype):
 @functools.lru_cache(maxsize=None)
 def _backward_math(dtype):
     zero, one = typed(dtype, 0.0, 1.0)
-    exp_neg = _vecmath.for_dtype(dtype)[4]
+    exp_neg = _vecmath.for_dtype(dtype).exp_neg
 
     @njit(inline="always")
     def f(dy, x, a, b):

@@ -23,7 +23,8 @@ from .._runtime import check_real
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
     (zero,) = typed(dtype, 0.0)
-    _, _, _, log1p_unit, exp_neg = _vecmath.for_dtype(dtype)
+    m = _vecmath.for_dtype(dtype)
+    log1p_unit, exp_neg = m.log1p_unit, m.exp_neg
 
     @njit(inline="always")
     def f(x, beta, threshold):
@@ -38,7 +39,7 @@ def _forward_math(dtype):
 @functools.lru_cache(maxsize=None)
 def _backward_math(dtype):
     zero, one = typed(dtype, 0.0, 1.0)
-    exp_neg = _vecmath.for_dtype(dtype)[4]
+    exp_neg = _vecmath.for_dtype(dtype).exp_neg
 
     @njit(inline="always")
     def f(dy, x, beta, threshold):

@@ -16,7 +16,7 @@ from . import _vecmath
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
 @functools.lru_cache(maxsize=None)
 def _forward_math(dtype):
-    tanh_ = _vecmath.for_dtype(dtype)[2]
+    tanh_ = _vecmath.for_dtype(dtype).tanh
 
     @njit(inline="always")
     def f(x, a, b):
