@@ -1,7 +1,8 @@
 r"""Sigmoid (logistic function).
 
 Forward:  y = 1 / (1 + exp(-x)), computed from e = exp(-|x|) <= 1 so that neither tail overflows:
-          y = 1 / (1 + e) for x >= 0 and y = e / (1 + e) for x < 0 (never NaN for finite x, never an overflow)
+          y = 1 / (1 + e) for x >= 0 and y = e / (1 + e) for x < 0 (never NaN for finite x, never an overflow;
+          one division, so one rounding after the exp)
 Backward: dx = dy * y * (1 - y)                       (saved: y, the forward output)
 
 sigmoid(+inf) = 1, sigmoid(-inf) = 0, sigmoid(NaN) = NaN.
@@ -25,8 +26,7 @@ def _forward_math(dtype):
     @njit(inline="always")
     def f(x, a, b):
         e = exp_neg(-abs(x))  # in [0, 1]: no overflow in either tail
-        r = one / (one + e)
-        return r if x >= zero else e * r  # NaN: abs/exp keep NaN, the select gives e * r = NaN
+        return (one if x >= zero else e) / (one + e)  # one rounding; NaN: e = NaN, so NaN / NaN
 
     return f
 

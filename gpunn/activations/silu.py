@@ -26,9 +26,7 @@ def _forward_math(dtype):
     @njit(inline="always")
     def f(x, a, b):
         e = exp_neg(-abs(x))
-        r = one / (one + e)
-        s = r if x >= zero else e * r  # sigmoid(x)
-        return x * s                   # y = x sigmoid(x)
+        return (x if x >= zero else x * e) / (one + e)  # y = x sigmoid(x)
 
     return f
 

@@ -47,9 +47,8 @@ def _backward_math(dtype):
         if z > threshold:
             return dy  # linear regime
         e = exp_neg(-abs(z))
-        r = one / (one + e)
-        s = r if z >= zero else e * r  # sigmoid(z), stable in both tails
-        return dy * s                  # dx = dy * sigmoid(beta x)
+        s = (one if z >= zero else e) / (one + e)  # sigmoid(z), stable in both tails
+        return dy * s                               # dx = dy * sigmoid(beta x)
 
     return f
 
