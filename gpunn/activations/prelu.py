@@ -10,8 +10,9 @@ channel c = (i // inner) % C, inner = prod(rest). The backward views x as (outer
 
 dweight is a deterministic sum, accumulated in float64: on the device, per-channel block partials (gpunn._reduce)
 then a fixed-order final pass; on the CPU, fixed chunks of each (outer, c) row summed in float64, then the chunk
-partials summed by NumPy in float64. The same input gives the same bits every run. One pass over the data computes dx
-and the dweight partials together.
+partials summed by NumPy in float64. The same input gives the same bits every run. One pass over memory computes dx
+and the dweight partials together (the device kernel per element; the CPU per 4096-element chunk, in cache: first
+the partial, then dx, so that dx may alias dy or x).
 
 Masks follow PyTorch: at x = NaN the test ``x > 0`` fails, so y = a * NaN = NaN, dx = a * dy and dweight[c] is NaN.
 """
