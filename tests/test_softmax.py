@@ -154,11 +154,17 @@ def test_every_row_maximum_position_and_order(op, dtype, mode, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_exp_over_its_whole_range(dtype, mode):
-    """Rows [0, d] for d from -110 to 0 (through the float32 underflow at -87.3): y[1] = exp(d) / (1 + exp(d))."""
+    """Rows [0, d] for d from -110 to 0 (through float32's denormals and underflow): y[1] = exp(d) / (1 + exp(d)).
+    And exp(y) in log_softmax_backward for any y (up to float32's overflow): with one element per row and dy = 1,
+    dx = 1 - exp(y)."""
     d = np.linspace(-110.0, 0.0, 1500 if mode == "cpu" else 300)
     x = np.stack([np.zeros_like(d), d], axis=1).astype(dtype)
     for op in OPS:
         assert_close(get(forward(op)(put(x, mode))), REF[op](x, -1), dtype, what=f"{op} [0, d]")
+    top = 88.0 if dtype == np.float32 else 709.0
+    y = np.concatenate([np.linspace(-110.0, top, 1500 if mode == "cpu" else 300), [-800.0, top]])[:, None].astype(dtype)
+    dx = get(gpunn.log_softmax_backward(put(np.ones_like(y), mode), put(y, mode)))
+    assert_close(dx, 1.0 - np.exp(y.astype(np.float64)), dtype, what="1 - exp(y)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -332,3 +338,14 @@ def test_docstring_examples_run():
     module = sys.modules["gpunn.activations.softmax"]
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_every_kernel_is_registered_for_both_dtypes():
+    from gpunn import _registry
+
+    names = {k.name: k for k in _registry.KERNELS if "softmax" in k.name}
+    for op in OPS:
+        for part in ("forward_rows", "forward_cols", "backward_rows", "backward_cols"):
+            for dt in ("float32", "float64"):
+                spec = names[f"{op}_{part}[{dt}]"]
+                assert spec.signature.startswith(f"void({dt}[::1], ") and spec.f64_accumulator
