@@ -71,8 +71,15 @@ F64_MAX = float(np.finfo(np.float64).max)
 N_STATE = 3              # state tensors an optimizer may keep per parameter (Adam: m, v, vmax)
 
 
+THREADS_SIM = 8          # threads per block in the simulator (each is a Python thread; any block size is correct)
+
+
 def chunk_size() -> int:
     return CHUNK_SIM if simulator() else CHUNK_GPU
+
+
+def threads_per_block() -> int:
+    return THREADS_SIM if simulator() else block_size()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -213,7 +220,7 @@ class _Batch:
                 rows.append((slot, start, min(chunk, n - start), offsets[k] + start))
         self.n_chunks = len(rows)
         self.table = cuda.to_device(np.array(rows, np.int64).reshape(-1, 4))
-        threads = block_size()
+        threads = threads_per_block()
         self.blocks = max(1, min(self.n_chunks, 2 if simulator() else _sm_count() * 8))  # 2: grid-stride tested
         self.threads = threads
         self.partials = cuda.device_array((2, self.blocks), np.float64)
@@ -456,7 +463,7 @@ class Optimizer:
         launches = 0
         for group in self._groups:
             if self.device:
-                kernel = check_kernel(block_size())
+                kernel = check_kernel(threads_per_block())
                 gviews = [flat[i] for i in group.indices]
                 for batch in group.batches:
                     kernel[batch.blocks, batch.threads](batch.tuple_of(gviews, group.width), batch.table,
