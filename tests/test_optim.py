@@ -179,3 +179,23 @@ def test_doc_examples(module):
     mod = importlib.import_module(f"gpunn.optim.{module}")
     result = doctest.testmod(mod, extraglobs={"gpunn": gpunn, "np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0, result
+
+
+# ---- the CPU path's parallel loops (arrays of at least PARALLEL_MIN elements; the arrays above take the plain loop) ---
+@pytest.mark.parametrize("name,kw", [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, max_grad_norm=100.0)),
+    ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5, max_grad_norm=100.0)),
+    ("AdamW", dict(lr=0.01, amsgrad=True, max_grad_norm=100.0)),
+], ids=["SGD", "RMSprop", "AdamW"])
+def test_large_array_parallel_cpu_loop(name, kw, rng):
+    from gpunn.optim._fused import PARALLEL_MIN
+
+    shapes = [(PARALLEL_MIN + 7,), (5,)]
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    params = [p.copy() for p in p0]
+    opt, ref = make(name, params, **kw), Reference(name, p0, **kw)
+    for grads in gradients(rng, shapes, 3, np.float32):
+        assert opt.step(grads, grad_scale=2.0)
+        ref.step(grads, grad_scale=2.0)
+    for i, (p, r) in enumerate(zip(params, ref.p)):
+        assert_close(p, r, np.float32, *TRAJ_TOL[np.float32], what=f"params[{i}]")

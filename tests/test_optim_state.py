@@ -203,7 +203,7 @@ def test_resume_from_file_is_bit_identical(name, kw, fmt, mode, rng, tmp_path):
 
 def test_resume_in_a_new_process(rng, tmp_path):
     """Save after 5 steps, continue 5 steps in a new Python process: the same bits as 10 steps in one run."""
-    shapes = [(40000,)]  # large enough for the parallel CPU loop and check pass
+    shapes = [(70000,)]  # large enough for the parallel CPU loop and check pass (PARALLEL_MIN)
     p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(10)]
     kw = dict(lr=0.01, amsgrad=True, weight_decay=0.01, max_grad_norm=50.0)

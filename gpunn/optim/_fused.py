@@ -37,7 +37,7 @@ Kernel launches per step (``Optimizer.last_launches`` counts them; the tests che
 
 On the CPU (NumPy or PyTorch CPU arrays) the same scalar math runs in a ``numba.njit`` loop, one pass over each
 parameter (one call per parameter array), reading and writing the parameter and its state in place: no temporary the
-size of a parameter (a non-contiguous *gradient* is copied once to be read in order). Arrays of 2^15 elements or more
+size of a parameter (a non-contiguous *gradient* is copied once to be read in order). Arrays of 2^16 elements or more
 take a ``parallel=True`` (``prange``) loop, smaller ones a plain loop (waking threads costs more than the work). The
 CPU loop is compiled per set of state tensors in use (so its body has no conditional loads or stores, and LLVM
 vectorizes it: 2-3x faster on a 2^24-element Adam step than with run-time flags). The CPU check pass sums fixed
@@ -66,7 +66,7 @@ MAX_TENSORS_PER_LAUNCH = 24
 CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 params -> 1024 chunks, enough blocks to fill an H100
 CHUNK_SIM = 64           # in the simulator: small, so that tests with a few hundred elements cross chunk borders
 CHUNK_CPU = 1 << 16      # the CPU check pass's fixed chunk (determinism does not depend on the thread count)
-PARALLEL_MIN = 1 << 15   # CPU arrays at least this large use the parallel loops; smaller ones a plain loop
+PARALLEL_MIN = 1 << 16   # CPU arrays at least this large use the parallel loops; smaller ones a plain loop
 F64_MAX = float(np.finfo(np.float64).max)
 N_STATE = 3              # state tensors an optimizer may keep per parameter (Adam: m, v, vmax)
 
@@ -169,7 +169,7 @@ def step_cpu(update, dtype, parallel, uses):
             if use2:
                 s2[i] = d
 
-    return njit(parallel=parallel)(_optim_step_cpu)
+    return njit(parallel=parallel, error_model="numpy")(_optim_step_cpu)
 
 
 def _grad_sum(g, chunk):
