@@ -322,9 +322,9 @@ def _launch_backward(op, dtype, dy, y, outer, n, inner, out):
 
 
 # ---- CPU path --------------------------------------------------------------------------------------------------------
-# The loops index 2-D (rows, n) and 3-D (outer, n, inner) views with loop counters that start at 0: LLVM then knows
+# The loops index 2-D (rows, n) views and contiguous 1-D slices with loop counters that start at 0: LLVM then knows
 # every index is non-negative, drops Numba's negative-index wraparound and vectorises (flat ``x[base + j]`` indexing
-# measured 2.6x slower here).
+# measured 2.6x slower on rows, ``x3[o, k, i0 + i]`` 2.4x slower on columns).
 @functools.lru_cache(maxsize=None)
 def _cpu_row_tools(dtype):
     """Vectorisable row max and float64 row sum: _LANES independent accumulators, combined in a fixed order."""
@@ -404,29 +404,33 @@ def _cpu_forward(dtype):
         for w in prange(outer * tiles):
             o = w // tiles
             i0 = (w - o * tiles) * tile
-            width = min(tile, inner - i0)
+            i1 = min(inner, i0 + tile)
+            width = i1 - i0
             m = np.full(width, neg_inf, x3.dtype)
             s = np.zeros(width, np.float64)
             c = np.empty(width, x3.dtype)
             for k in range(n):
+                xk = x3[o, k, i0:i1]  # contiguous slices indexed from 0: no wraparound checks, vector loads
                 for i in range(width):
-                    v = x3[o, k, i0 + i]
+                    v = xk[i]
                     m[i] = v if v > m[i] else m[i]
             for k in range(n):
+                xk, outk = x3[o, k, i0:i1], out3[o, k, i0:i1]
                 for i in range(width):
-                    e = exp(x3[o, k, i0 + i] - m[i])
+                    e = exp(xk[i] - m[i])
                     s[i] += e
                     if not log:
-                        out3[o, k, i0 + i] = e
+                        outk[i] = e
             for i in range(width):
                 c[i] = log_softmax_finish(m[i], s[i]) if log else softmax_finish(m[i], s[i])
             for k in range(n):
+                xk, outk = x3[o, k, i0:i1], out3[o, k, i0:i1]
                 if log:
                     for i in range(width):
-                        out3[o, k, i0 + i] = (x3[o, k, i0 + i] - m[i]) - c[i]
+                        outk[i] = (xk[i] - m[i]) - c[i]
                 else:
                     for i in range(width):
-                        out3[o, k, i0 + i] *= c[i]
+                        outk[i] *= c[i]
 
     return forward
 
@@ -478,17 +482,20 @@ def _cpu_backward(dtype):
         for w in prange(outer * tiles):
             o = w // tiles
             i0 = (w - o * tiles) * tile
-            width = min(tile, inner - i0)
+            i1 = min(inner, i0 + tile)
+            width = i1 - i0
             acc = np.zeros(width, np.float64)
             g = np.empty(width, y3.dtype)
             for k in range(n):
+                dyk, yk = dy3[o, k, i0:i1], y3[o, k, i0:i1]
                 for i in range(width):
-                    acc[i] += term(dy3[o, k, i0 + i], y3[o, k, i0 + i], log)
+                    acc[i] += term(dyk[i], yk[i], log)
             for i in range(width):
                 g[i] = to(acc[i])
             for k in range(n):
+                dyk, yk, outk = dy3[o, k, i0:i1], y3[o, k, i0:i1], out3[o, k, i0:i1]
                 for i in range(width):
-                    out3[o, k, i0 + i] = grad(dy3[o, k, i0 + i], y3[o, k, i0 + i], g[i], log)
+                    outk[i] = grad(dyk[i], yk[i], g[i], log)
 
     return backward
 
