@@ -181,7 +181,7 @@ def test_doc_examples(module):
     assert result.attempted > 0 and result.failed == 0, result
 
 
-# ---- the CPU path's parallel loops (arrays of at least PARALLEL_MIN elements; the arrays above take the plain loop) ---
+# ---- the CPU path's parallel loops (arrays of at least PARALLEL_MIN elements; the arrays above take the plain loop)
 @pytest.mark.parametrize("name,kw", [
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, max_grad_norm=100.0)),
     ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5, max_grad_norm=100.0)),

@@ -12,8 +12,9 @@ switch over the ``L`` members). So one step is, PyTorch/apex ``multi_tensor_appl
 * the optimizer *owns* its state (``exp_avg``, momentum buffers, ...) as one flat buffer per state tensor and per
   parameter dtype, with parameter ``k`` at a fixed offset;
 * a **chunk table** (int64 rows ``(tensor slot, first element, length, state offset)``, built once on the device,
-  :data:`CHUNK_GPU` = 16,384 elements per chunk on a GPU, 64 in the simulator) tells each block what to update; a block walks chunks in a grid-stride loop and
-  its threads walk the chunk's elements, so any grid is correct and indices are 64-bit;
+  :data:`CHUNK_GPU` = 16,384 elements per chunk on a GPU, 64 in the simulator) tells each block what to update;
+  a block walks chunks in a grid-stride loop and its threads walk the chunk's elements, so any grid is correct;
+  indices are 64-bit;
 * the step's scalars (lr, bias corrections, the clip/unscale factor, option flags) are computed on the host in
   float64 each step, cast to the parameter dtype, and passed as a tuple argument: a new lr or a schedule never
   recompiles, and a kernel never reads a mutable global.
@@ -619,7 +620,7 @@ class Optimizer:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams().items())
         return f"{type(self).__name__}({len(self._params)} params, {hp})"
 
-    # ---- to be given by subclasses ------------------------------------------------------------------------------------
+    # ---- to be given by subclasses -----------------------------------------------------------------------------------
     def _validate(self, hp):
         raise NotImplementedError
 

@@ -57,7 +57,8 @@ N_SCALARS = 8
 class SGD(_fused.Optimizer):
     r"""Stochastic gradient descent with optional momentum, Nesterov momentum, L2 decay and gradient clipping.
 
-    .. math:: b_t = \mu b_{t-1} + (1 - \tau) g_t,\quad p_t = p_{t-1} - \eta\,(g_t + \mu b_t \text{ if nesterov else } b_t)
+    .. math::
+        b_t = \mu b_{t-1} + (1 - \tau) g_t,\quad p_t = p_{t-1} - \eta\,(g_t + \mu b_t \text{ if nesterov else } b_t)
 
     Args:
         params: list of float32/float64 arrays, all NumPy (CPU path) or all device arrays (CUDA path), each
