@@ -95,8 +95,8 @@ def test_forward_matches_reference(op, dtype, mode, rng):
         y = forward(op)(put(x, mode), axis, out=out)
         assert y is out
         assert_close(get(y), REF[op](x, axis), dtype, what=f"{op} {shape} axis={axis}")
-        # default out, default axis
-        assert_close(get(forward(op)(put(x, mode))), REF[op](x, -1), dtype, what=f"{op} {shape} axis=-1 (default)")
+        if axis == -1:  # default out, default axis
+            assert_close(get(forward(op)(put(x, mode))), REF[op](x, -1), dtype, what=f"{op} {shape} default axis")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
