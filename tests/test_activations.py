@@ -320,21 +320,37 @@ def test_bad_parameters():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", OPS, ids=IDS)
 def test_torch_parity(op, dtype, mode, rng):
+    """Same definitions as PyTorch, extremes included. PyTorch runs in float64 on the very same (dtype-rounded) values:
+    its float32 CPU kernels lose digits where gpunn does not (gelu "tanh" backward: 1 - tanh^2 cancels, 30% off at
+    x = -5; gelu "none": NaN at +inf from its vectorised erf), so float64 is the fair yardstick for both dtypes."""
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     x = np.concatenate([_random(rng, 200, dtype), np.array(EXTREMES, dtype)]).astype(dtype)
     dy = _random(rng, x.shape, dtype, 1.0)
-    tx = torch.tensor(x, requires_grad=True)
+    tx = torch.tensor(x.astype(np.float64), requires_grad=True)
     ty = op.torch_forward(torch, F, tx, **op.params)
-    (tdx,) = torch.autograd.grad(ty, tx, torch.tensor(dy))
-    ty, tdx = ty.detach().numpy().astype(np.float64), tdx.numpy().astype(np.float64)
-    if op.name == "gelu" and not op.params and dtype == np.float32:
-        # PyTorch's float32 CPU gelu gives NaN at +inf (its vectorised erf); its float64 gives +inf, as gpunn does
-        ty[x == np.inf] = np.inf
+    (tdx,) = torch.autograd.grad(ty, tx, torch.tensor(dy.astype(np.float64)))
+    ty, tdx = ty.detach().numpy(), tdx.numpy()
     y = op.forward(put(x, mode), **op.params)
     assert_close(get(y), ty, dtype, what=f"{op!r} forward vs torch")
-    s = y if op.saved == "y" else put(x, mode)
+    s = y if op.saved == "y" else put(x, mode)  # sigmoid and tanh: the rounded y moves dx by ~1e-7 at most
     assert_close(get(op.backward(put(dy, mode), s, **op.params)), tdx, dtype, what=f"{op!r} backward vs torch")
+
+
+def test_torch_float32_agrees_where_it_is_accurate(rng):
+    """Against PyTorch's own float32 results, on moderate inputs (|x| < 3) where its float32 formulas are accurate."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = rng.uniform(-3, 3, 500).astype(np.float32)
+    dy = _random(rng, x.shape, np.float32, 1.0)
+    for op in OPS:
+        tx = torch.tensor(x, requires_grad=True)
+        ty = op.torch_forward(torch, F, tx, **op.params)
+        (tdx,) = torch.autograd.grad(ty, tx, torch.tensor(dy))
+        y = op.forward(x, **op.params)
+        assert_close(y, ty.detach().numpy(), np.float32, what=f"{op!r} forward vs torch float32")
+        dx = op.backward(dy, y if op.saved == "y" else x, **op.params)
+        assert_close(dx, tdx.numpy(), np.float32, what=f"{op!r} backward vs torch float32")
 
 
 def test_torch_cpu_tensors_in_and_out():
