@@ -32,6 +32,7 @@ done
 
 cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python}
+export PYTHONUNBUFFERED=1  # output reaches the logs line by line, even from a step its time limit kills
 
 TEST_LIMIT=${TEST_LIMIT:-180}
 ACT_LIMIT=${ACT_LIMIT:-130}
