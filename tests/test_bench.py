@@ -16,7 +16,7 @@ import pytest
 import gpunn
 from gpunn import bench
 from gpunn.bench import core
-from gpunn.bench.core import Entry, Size, parse_size
+from gpunn.bench.core import Entry, parse_size
 from gpunn.bench.entries import ENTRIES, split_sizes
 
 BY_NAME = {e.name: e for e in ENTRIES}
