@@ -54,7 +54,6 @@ def block_partial_fn(block):
 
 @functools.lru_cache(maxsize=None)
 def _finish_kernel(block):
-    block_partial = block_partial_fn(block)
 
     @cuda.jit
     def _finish_sum_kernel(partials, scale, out):
@@ -74,7 +73,7 @@ def _finish_kernel(block):
             cuda.syncthreads()
             step //= 2
         if t == 0:
-            out[row] = buf[0] * scale[row]
+            out[row] = buf[0] * scale
 
     return _finish_sum_kernel
 
@@ -92,13 +91,10 @@ def partials_array(rows, blocks):
 
 
 def finish(partials, scale, out):
-    """``out[r] = scale[r] * sum_j partials[r, j]`` (float64 sum, fixed order); ``out`` a 1-D device array of any
-    float dtype with ``partials.shape[0]`` entries; ``scale`` a float64 device array or a Python float (all rows)."""
-    rows = partials.shape[0]
-    if not hasattr(scale, "shape"):
-        scale = cuda.to_device(np.full(rows, scale, np.float64))
+    """``out[r] = scale * sum_j partials[r, j]`` (float64 sum, fixed order); ``out`` a 1-D device array of any
+    float dtype with ``partials.shape[0]`` entries; ``scale`` a Python float (a kernel argument: no host copy)."""
     block = block_size()
-    _finish_kernel(block)[rows, block](partials, scale, out)
+    _finish_kernel(block)[partials.shape[0], block](partials, np.float64(scale), out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,10 +123,10 @@ def _register():
     from . import _registry
 
     block = 256  # the GPU block size (block_size() outside the simulator)
-    _registry.register("reduce_finish_sum", lambda: _finish_kernel(block),
-                       "void(float64[:, :], float64[::1], float32[::1])", "float32", f64_accumulator=True)
+    _registry.for_dtypes("reduce_finish_sum", lambda dt: _finish_kernel(block),
+                         lambda dt: f"void(float64[:, ::1], float64, {dt}[::1])", f64_accumulator=True)
     _registry.for_dtypes("reduce_array_sum", lambda dt: _sum_kernel(block),
-                         lambda dt: f"void({dt}[::1], float64[:, :])", f64_accumulator=True)
+                         lambda dt: f"void({dt}[::1], float64[:, ::1])", f64_accumulator=True)
 
 
 _register()

@@ -184,7 +184,8 @@ def to_device(x):
         return x
     from numba import cuda
 
-    return cuda.to_device(np.ascontiguousarray(host_view(x) if kind(x) == "torch_cpu" else np.asarray(x)))
+    # np.asarray(order="C") keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+    return cuda.to_device(np.asarray(host_view(x) if kind(x) == "torch_cpu" else x, order="C"))
 
 
 def to_host(x):

@@ -19,6 +19,8 @@ def _has_gpu() -> bool:
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.environ.get("GPUNN_TEST_NO_SIM") and not _has_gpu():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -26,6 +28,11 @@ import gpunn  # noqa: E402
 from gpunn import _runtime  # noqa: E402
 
 MODES = ["cpu", "device"]
+
+# The simulator's block barriers (syncthreads in the reductions) hand control between 32 Python threads; with CPython's
+# default 5 ms switch interval one reduced loss takes ~0.25 s, with 0.1 ms ~0.02 s.
+if _runtime.simulator():
+    sys.setswitchinterval(1e-4)
 
 
 @pytest.fixture(params=MODES)

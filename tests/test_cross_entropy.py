@@ -11,7 +11,6 @@ enough to be cut into several chunks (several blocks per row on the device).
 import doctest
 import importlib
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -26,15 +25,6 @@ REDUCTIONS = ["none", "mean", "sum"]
 SHAPES = [(1, 1), (1, 4), (31, 3), (7, 33), (5, 64), (3, 45)]
 DEVICE_SHAPES = [(1, 1), (31, 3), (7, 33), (3, 45)]
 
-
-@pytest.fixture(autouse=True)
-def _fast_thread_switch():
-    """The simulator hands control between its Python threads at every syncthreads; CPython's default 5 ms switch
-    interval makes that ~10x slower than 0.1 ms. Restored after each test."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
 
 
 # ---- naive float64 reference, straight from the formulas -------------------------------------------------------------

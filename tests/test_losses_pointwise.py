@@ -6,7 +6,6 @@ simulator here), float32 and float64, against naive float64 references written b
 parity; bad inputs; bit-identical repeats on the device path; sizes 0, 1, 31 and odd shapes.
 """
 
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,15 +20,6 @@ REDUCTIONS = ["none", "mean", "sum"]
 # The simulator runs each thread as a Python thread: keep device cases small (<= ~1000 elements, SHAPES' small ones).
 DEVICE_SHAPES = [(1,), (31,), (7, 33)]  # size 0: test_empty_inputs
 
-
-@pytest.fixture(autouse=True)
-def _fast_thread_switch():
-    """The simulator's block barriers (syncthreads in the reductions) hand control between 32 Python threads; with
-    CPython's default 5 ms switch interval one reduced loss takes ~0.25 s, with 0.1 ms ~0.02 s. Restored after."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
 
 
 # ---- naive float64 references, straight from the formulas (d = x - t) ------------------------------------------------

@@ -8,7 +8,6 @@ bad targets on both paths with the user's buffers unharmed; bit-identical repeat
 
 import doctest
 import importlib
-import sys
 
 import numpy as np
 import pytest
@@ -22,15 +21,6 @@ DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["none", "mean", "sum"]
 SHAPES = [(1, 1), (1, 4), (31, 3), (7, 33), (3, 45)]
 
-
-@pytest.fixture(autouse=True)
-def _fast_thread_switch():
-    """The simulator hands control between its Python threads at every syncthreads; a 0.1 ms switch interval makes
-    that ~10x faster than CPython's default 5 ms. Restored after each test."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
 
 
 # ---- naive float64 reference, straight from the formula --------------------------------------------------------------
