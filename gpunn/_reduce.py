@@ -28,13 +28,13 @@ from ._runtime import block_size, launch_config
 
 
 @functools.lru_cache(maxsize=None)
-def block_partial_fn(block):
-    """Device function ``block_partial(acc, partials, row)``: sum ``acc`` over the block's threads in a fixed tree
-    order (shared memory; runs in the simulator, which has no warp shuffles) and let thread 0 write the block's total
-    to ``partials[row, blockIdx.x]``. Every thread of the block must call it (it synchronises)."""
+def block_sum_fn(block):
+    """Device function ``block_sum(acc) -> total``: the sum of ``acc`` over the block's threads, in a fixed tree order
+    (shared memory; runs in the simulator, which has no warp shuffles). Every thread of the block must call it (it
+    synchronises); every thread gets the total."""
 
     @cuda.jit(device=True)
-    def block_partial(acc, partials, row):
+    def block_sum(acc):
         buf = cuda.shared.array(block, float64)
         t = cuda.threadIdx.x
         buf[t] = acc
@@ -45,15 +45,31 @@ def block_partial_fn(block):
                 buf[t] += buf[t + step]
             cuda.syncthreads()
             step //= 2
-        if t == 0:
-            partials[row, cuda.blockIdx.x] = buf[0]
-        cuda.syncthreads()
+        total = buf[0]
+        cuda.syncthreads()  # buf may be reused by the caller's next block_sum
+        return total
+
+    return block_sum
+
+
+@functools.lru_cache(maxsize=None)
+def block_partial_fn(block):
+    """Device function ``block_partial(acc, partials, row)``: :func:`block_sum_fn` of ``acc``, written by thread 0 to
+    ``partials[row, blockIdx.x]``. Every thread of the block must call it."""
+    block_sum = block_sum_fn(block)
+
+    @cuda.jit(device=True)
+    def block_partial(acc, partials, row):
+        total = block_sum(acc)
+        if cuda.threadIdx.x == 0:
+            partials[row, cuda.blockIdx.x] = total
 
     return block_partial
 
 
 @functools.lru_cache(maxsize=None)
 def _finish_kernel(block):
+    block_sum = block_sum_fn(block)
 
     @cuda.jit
     def _finish_sum_kernel(partials, scale, out):
@@ -62,18 +78,9 @@ def _finish_kernel(block):
         acc = float64(0.0)
         for j in range(int64(cuda.threadIdx.x), partials.shape[1], block):
             acc += partials[row, j]
-        buf = cuda.shared.array(block, float64)
-        t = cuda.threadIdx.x
-        buf[t] = acc
-        cuda.syncthreads()
-        step = block // 2
-        while step > 0:
-            if t < step:
-                buf[t] += buf[t + step]
-            cuda.syncthreads()
-            step //= 2
-        if t == 0:
-            out[row] = buf[0] * scale
+        total = block_sum(acc)
+        if cuda.threadIdx.x == 0:
+            out[row] = total * scale
 
     return _finish_sum_kernel
 

@@ -604,7 +604,7 @@ def test_every_loss_kernel_is_registered():
                 assert spec.dtype == dt and spec.f64_accumulator == kernel.endswith("_sum")
                 assert spec.signature.startswith(f"void({dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}[::1], int64")
     for dt in ("float32", "float64"):
-        assert f"hinge_check_target[{dt}]" in names and f"loss_finish_scalar_sum[{dt}]" in names
+        assert f"hinge_check_target[{dt}]" in names and f"reduce_finish_sum[{dt}]" in names
 
 
 def test_launches_match_the_registered_signatures(monkeypatch, rng):
@@ -615,6 +615,7 @@ def test_launches_match_the_registered_signatures(monkeypatch, rng):
     from numba import typeof
     from numba.core import sigutils
 
+    from gpunn import _reduce
     from gpunn.losses import _common, hinge
 
     launched = []
@@ -630,10 +631,10 @@ def test_launches_match_the_registered_signatures(monkeypatch, rng):
                 return self.kernel[config](*args)
             return launch
 
-    real_kernels, real_finish, real_check = _common._device_kernels, _common._finish_kernel, hinge._check_kernel
+    real_kernels, real_finish, real_check = _common._device_kernels, _reduce._finish_kernel, hinge._check_kernel
     monkeypatch.setattr(_common, "_device_kernels", lambda f, dt, block: {
         key: Recorder(k, f"mse_loss_{key}[{dt}]") for key, k in real_kernels(f, dt, block).items()})
-    monkeypatch.setattr(_common, "_finish_kernel", lambda block: Recorder(real_finish(block), "loss_finish_scalar_sum"))
+    monkeypatch.setattr(_reduce, "_finish_kernel", lambda block: Recorder(real_finish(block), "reduce_finish_sum"))
     monkeypatch.setattr(hinge, "_check_kernel", lambda dt: Recorder(real_check(dt), f"hinge_check_target[{dt}]"))
 
     for dtype in DTYPES:
@@ -647,13 +648,13 @@ def test_launches_match_the_registered_signatures(monkeypatch, rng):
     registered = {spec.name: spec for spec in _registry.KERNELS}
     seen = set()
     for name, types in launched:
-        if name == "loss_finish_scalar_sum":
-            name = f"loss_finish_scalar_sum[{types[-1].dtype}]"
+        if name == "reduce_finish_sum":
+            name = f"reduce_finish_sum[{types[-1].dtype}]"
         expected, _ = sigutils.normalize_signature(registered[name].signature)
         assert tuple(expected) == types, f"{name}: launched with {types}, registered {registered[name].signature}"
         seen.add(name.split("[")[0])
     assert {"mse_loss_forward", "mse_loss_forward_sum", "mse_loss_backward", "mse_loss_with_grad",
-            "mse_loss_with_grad_sum", "loss_finish_scalar_sum", "hinge_check_target"} <= seen
+            "mse_loss_with_grad_sum", "reduce_finish_sum", "hinge_check_target"} <= seen
 
 
 def test_docstring_examples_run():

@@ -50,7 +50,7 @@ from numba import cuda, float64, int64, njit, prange
 
 from .. import _registry
 from .._elementwise import typed
-from .._reduce import block_partial_fn, partials_array, reduce_grid
+from .._reduce import block_partial_fn, finish, partials_array, reduce_grid
 from .._runtime import HOST_KINDS, Args, block_size, device_view, empty_like, host_view, kind, launch_config
 
 __all__ = ["REDUCTIONS", "CPU_CHUNK", "Upstream", "check_reduction", "reduction_scale",
@@ -152,35 +152,10 @@ def upstream_grad(grad, reduction: str, args: Args, shape, placeholder: str = "i
     return Upstream(args.flat("grad"), 1, scale)
 
 
-@functools.lru_cache(maxsize=None)
-def _finish_kernel(block):
-    @cuda.jit
-    def _finish_scalar_sum_kernel(partials, scale, out):
-        # one block: thread t sums partials[0, t::block] serially, then the block tree (fixed order); out[0] = scale*sum
-        acc = float64(0.0)
-        for j in range(int64(cuda.threadIdx.x), partials.shape[1], block):
-            acc += partials[0, j]
-        buf = cuda.shared.array(block, float64)
-        t = cuda.threadIdx.x
-        buf[t] = acc
-        cuda.syncthreads()
-        step = block // 2
-        while step > 0:
-            if t < step:
-                buf[t] += buf[t + step]
-            cuda.syncthreads()
-            step //= 2
-        if t == 0:
-            out[0] = buf[0] * scale
-
-    return _finish_scalar_sum_kernel
-
-
 def finish_scalar(partials, scale: float, out_flat):
     """``out_flat[0] = scale * sum_j partials[0, j]`` on the device (float64, fixed order; ``scale`` a kernel argument,
-    so nothing is copied from the host)."""
-    block = block_size()
-    _finish_kernel(block)[1, block](partials, np.float64(scale), out_flat)
+    so nothing is copied from the host): :func:`gpunn._reduce.finish` on one row."""
+    finish(partials, scale, out_flat)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -425,12 +400,3 @@ def register_pointwise(name, f_for_dtype, extra=()):
                              (lambda dt, sig=sig: sig.format(dt)), f64_accumulator=key.endswith("_sum"))
     for extra_name, build, sig in extra:
         _registry.for_dtypes(extra_name, build, sig)
-
-
-def _register():
-    block = 256
-    _registry.for_dtypes("loss_finish_scalar_sum", lambda dt: _finish_kernel(block),
-                         lambda dt: f"void(float64[:, ::1], float64, {dt}[::1])", f64_accumulator=True)
-
-
-_register()
