@@ -21,20 +21,36 @@ switch over the ``L`` members). So one step is, PyTorch/apex ``multi_tensor_appl
 
 Kernel launches per step (``Optimizer.last_launches`` counts them; the tests check these numbers):
 
-* **1** launch per *batch*: a batch is up to :data:`MAX_TENSORS_PER_LAUNCH` (24) parameters of one dtype. A model
-  with <= 24 float32 parameter arrays is updated by exactly one launch, whatever their sizes. The cap exists because
-  every array in a tuple costs 56 bytes of kernel parameters (Numba passes meminfo, parent, size, itemsize, pointer,
-  shape, stride), and params + grads of 24 tensors plus the table, state and scalars stay under the classic 4 KiB
-  kernel-parameter limit (PyTorch's ``multi_tensor_apply`` splits its lists for the same reason, at 36 tensors for
-  Adam). More parameters -> ``ceil(n / 24)`` launches (the last tuple is padded, so there is one compilation).
-  CUDA >= 12.1 allows 32 KiB of kernel parameters on sm_70+ (numba-cuda's NVVM emits PTX 9.5 here, and a 280-wide
-  step kernel compiles and links with nvJitLink), which would fit ~280 tensors in one launch; no GPU was available to
-  try such a launch, so the cap stays at the size every driver accepts.
-* **+1** launch per batch when ``grad_scale`` or ``max_grad_norm`` is given: a deterministic reduction pass over the
+* **Separate arrays: 1 launch per batch**, a batch being up to :data:`MAX_TENSORS_PER_LAUNCH` (24) parameters of one
+  dtype. A model with <= 24 float32 parameter arrays is updated by exactly one launch, whatever their sizes; more
+  arrays take ``ceil(n / 24)`` launches per dtype (200 arrays: 9; the last tuple is padded, so there is one
+  compilation). The cap exists because every array in a tuple costs 56 bytes of kernel parameters (Numba passes
+  meminfo, parent, size, itemsize, pointer, shape, stride), and params + grads of 24 tensors plus the table, state
+  and scalars stay under the classic 4 KiB kernel-parameter limit (PyTorch's ``multi_tensor_apply`` splits its
+  lists for the same reason, at 36 tensors for Adam).
+* **Any number of arrays in 1 launch: the flat-buffer path.** :func:`gpunn.optim.flatten` copies the parameters into
+  ONE contiguous buffer and returns views of it shaped like them (and the same for a gradient buffer); the model
+  computes with the views, and the optimizer is built on ``[flat]`` with ``step([flat_grad])``. To the machinery
+  above that is one parameter, so a step is one launch (its chunk table spans the whole buffer) for 2 or 200,000
+  views. This is the design chosen over a device table of pointers: a raw address cannot become an array inside a
+  Numba kernel in a way that also runs in the simulator (see above), while a flat buffer needs no new kernel at all,
+  runs (and is tested) identically on the CPU, in the simulator and on a GPU, and gives the kernel one contiguous
+  stream to read instead of gathering from scattered arrays. What it asks of the user is to keep the views (not the
+  original arrays) as the model's parameters and to write gradients into the gradient views (``out=``, or for
+  PyTorch ``p.data = view`` / ``p.grad = grad_view``). The optimizer's state and ``state_dict`` are then those of
+  the one flat array. The step is elementwise, so the flat path gives bit-identical parameters to the separate
+  arrays (only clipping's global norm is summed in another order).
+* **+1** launch per batch (so 2 in all on the flat path) when ``grad_scale`` or ``max_grad_norm`` is given: a deterministic reduction pass over the
   gradients (float64 sum of squares and a count of non-finite values: per-block partials in a fixed tree order,
   ``gpunn._reduce.block_partial_fn``), whose few partials are copied to the host and summed there in a fixed order.
   The host then decides (skip the step on inf/NaN; clip factor ``min(1, max_norm / (norm + 1e-6))``) - this read-back
   is the one synchronisation of a step, and it is needed anyway because ``step`` returns whether it was applied.
+* The cap is not raised on GPUs that could take more: CUDA >= 12.1 allows 32 KiB of kernel parameters on sm_70+
+  (numba-cuda's NVVM emits PTX 9.5 here, and a 280-wide step kernel compiles and links with nvJitLink), which would
+  fit ~280 tensors in one launch. But no GPU was available to run such a launch, the simulator does not model the
+  parameter limit (it would pass whatever a driver rejects), and a failure would surface only at a user's first step
+  on an older driver; with the flat path giving one launch for any count, the tuple width stays at the size every
+  driver accepts.
 
 On the CPU (NumPy or PyTorch CPU arrays) the same scalar math runs in a ``numba.njit`` loop, one pass over each
 parameter (one call per parameter array), reading and writing the parameter and its state in place: no temporary the
