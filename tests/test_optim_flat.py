@@ -223,3 +223,38 @@ def test_torch_module_trained_through_flat_views(rng):
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert pa.data_ptr() >= flat.data_ptr() and pa.data_ptr() < flat.data_ptr() + flat.numel() * 4, name
         assert torch.equal(pa, pb), name
+
+
+# ---- the benchmark's "flat" variant steps the same parameters as the 200-tensor one -----------------------------------
+@pytest.mark.parametrize("opt_name", ["adam", "sgd_momentum"])
+def test_bench_flat_entry_matches_the_separate_one(opt_name, rng):
+    from gpunn.bench import core
+    from gpunn.bench.entries import ENTRIES
+
+    by_name = {e.name: e for e in ENTRIES}
+    sep, flat = by_name[f"{opt_name}.x200"], by_name[f"{opt_name}.x200flat"]
+    assert "9 launches" in sep.notes["gpunn"] and "one fused launch" in flat.notes["gpunn"]
+    host = sep.make(core.parse_size("1000"), np.dtype(np.float64), rng)
+    providers = ["gpunn", "numpy"] + (["torch"] if _has_torch() else [])
+    results = {}
+    for e in (sep, flat):
+        for provider in providers:
+            a = {k: core.convert([x.copy() for x in v], provider, "cpu") for k, v in host.items()}
+            step = e.impls[core.impl_key(provider)](a, core.Context("cpu", np.float64, provider, None))
+            step()
+            step()
+            if e is flat:  # a["p"] now holds the 200 views of one buffer, and they were stepped
+                assert len(a["p"]) == 200 and all(tuple(p.shape) == (h.size,) for p, h in zip(a["p"], host["p"]))
+            results[e.name, provider] = ravel_all([np.asarray(p) for p in a["p"]])
+    assert not np.array_equal(results[sep.name, "gpunn"], ravel_all(host["p"]))          # it did step
+    assert np.array_equal(results[flat.name, "gpunn"], results[sep.name, "gpunn"])       # bit-identical
+    for provider in providers[1:]:
+        np.testing.assert_allclose(results[flat.name, provider], results[sep.name, "gpunn"], rtol=1e-9, atol=1e-12)
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

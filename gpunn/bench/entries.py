@@ -470,7 +470,7 @@ def _loss_entry(loss):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Optimizer steps: one array, and 200 arrays of mixed sizes
+# Optimizer steps: one array, 200 arrays of mixed sizes, and 200 views of one buffer (the "flat" variant)
 # ----------------------------------------------------------------------------------------------------------------------
 MULTI = 200
 
@@ -568,13 +568,29 @@ def make_gpunn_step(opt, params, grads, dtype):
     """A zero-argument callable doing one gpunn step of ``opt`` over the lists ``params`` and ``grads``.
 
     gpunn.optim's optimizer classes take the parameter list and the hyperparameters; ``step(grads)`` updates the
-    parameters in place from one launch."""
+    parameters in place: one launch per 24 separate arrays of a dtype (``MAX_TENSORS_PER_LAUNCH``), so one launch
+    for a single array or a flat buffer, 9 for 200 separate arrays."""
     cls = _g("optim." + opt.gname)
     o = cls(params, **opt.hyper)
     return lambda: o.step(grads)
 
 
-def _opt_entry(opt, multi: bool, family="optimizers", name=None, default_sizes=None):
+def flatten_inputs(a):
+    """The "flat" variant's setup, the same for every provider: the 200 parameters and the 200 gradients are copied
+    into one buffer each (``gpunn.optim.flatten``), and ``a["p"]`` / ``a["g"]`` then hold the 200 views of those
+    buffers in place of the separate arrays (so a caller reading ``a["p"]`` sees the stepped parameters, and the
+    separate copies are freed). Returns (flat params, flat grads)."""
+    flatten = _g("optim.flatten")
+    flat_p, views = flatten(a["p"])
+    flat_g, gviews = flatten(a["g"])
+    a["p"][:] = views
+    a["g"][:] = gviews
+    return flat_p, flat_g
+
+
+def _opt_entry(opt, multi: bool, family="optimizers", name=None, default_sizes=None, flat=False):
+    """One optimizer step over one array (``multi`` False), 200 separate arrays, or (``flat``) 200 views of one
+    buffer, where gpunn steps the buffer itself: one launch instead of ceil(200 / 24) = 9."""
     def sizes_of(size):
         if not multi:
             return [size.n]
@@ -588,20 +604,27 @@ def _opt_entry(opt, multi: bool, family="optimizers", name=None, default_sizes=N
                 "g": [_randn(rng, k, dtype) * dtype.type(1e-2) for k in ns]}
 
     def gpunn_impl(a, ctx):
+        if flat:
+            flat_p, flat_g = flatten_inputs(a)
+            return make_gpunn_step(opt, [flat_p], [flat_g], ctx.dtype)
         return make_gpunn_step(opt, a["p"], a["g"], ctx.dtype)
 
     def torch_impl(a, ctx):
         T = ctx.torch
+        if flat:
+            flatten_inputs(a)
         params = []
         for p, g in zip(a["p"], a["g"]):
             p.grad = g
             params.append(p)
         o, how = torch_optimizer(T, opt.torch_cls, params, opt.hyper)
-        ctx.note = how
+        ctx.note = how + (" over the 200 views" if flat else "")
         return o.step
 
     def xp_impl(a, ctx):
         xp = ctx.xp
+        if flat:
+            flatten_inputs(a)
         states = [{k: xp.zeros_like(p) for k in opt.state_names} for p in a["p"]]
         t = [0]
 
@@ -611,13 +634,23 @@ def _opt_entry(opt, multi: bool, family="optimizers", name=None, default_sizes=N
                 opt.xp_step(xp, p, g, st, t[0], opt.hyper)
         return f
 
-    return Entry(name or f"{opt.name}.{'x200' if multi else 'x1'}", family,
-                 opt.napkin + (" (over all 200 tensors)" if multi else ""),
+    if not multi:
+        gnote = f"gpunn.optim.{opt.gname}: one fused launch"
+    elif flat:
+        gnote = (f"gpunn.optim.{opt.gname} on the one buffer the 200 tensors view (gpunn.optim.flatten): "
+                 "one fused launch")
+    else:
+        gnote = (f"gpunn.optim.{opt.gname} on 200 separate tensors: fused, ceil(200 / 24) = 9 launches "
+                 "(24 tensors per launch)")
+    suffix = ".x200flat" if flat else (".x200" if multi else ".x1")
+    what = " (over all 200 tensors" + (", views of one buffer)" if flat else ")") if multi else ""
+    return Entry(name or f"{opt.name}{suffix}", family, opt.napkin + what,
                  lambda size, dt: opt.per_elem * size.n * dt.itemsize, make,
-                 {"gpunn": gpunn_impl, "torch": torch_impl, "xp": xp_impl}, requires=("optim." + opt.gname,),
+                 {"gpunn": gpunn_impl, "torch": torch_impl, "xp": xp_impl},
+                 requires=("optim." + opt.gname,) + (("optim.flatten",) if flat else ()),
                  max_sets=8, default_sizes=default_sizes,
-                 notes={"gpunn": f"gpunn.optim.{opt.gname}: fused multi-tensor step",
-                        "xp": "naive per-tensor loop of array expressions"})
+                 notes={"gpunn": gnote,
+                        "xp": "naive per-tensor loop of array expressions" + (" over the 200 views" if flat else "")})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -627,6 +660,9 @@ for _act in ACTIVATIONS:
 ENTRIES[4:4] = _prelu_entries()  # after relu and leaky_relu
 ENTRIES += [_loss_entry(_loss) for _loss in LOSSES]
 for _opt in OPTIMIZERS:
-    ENTRIES += [_opt_entry(_opt, False), _opt_entry(_opt, True)]
-# Launch overhead: one Adam step over 200 tiny tensors (64 elements each) is all fixed cost.
+    ENTRIES += [_opt_entry(_opt, False), _opt_entry(_opt, True), _opt_entry(_opt, True, flat=True)]
+# Launch overhead: one Adam step over 200 tiny tensors (64 elements each) is all fixed cost: 9 launches for separate
+# tensors, 1 for views of one buffer.
 ENTRIES.append(_opt_entry(OPTIMIZERS[0], True, family="launch", name="launch.adam.x200", default_sizes=("200x64",)))
+ENTRIES.append(_opt_entry(OPTIMIZERS[0], True, family="launch", name="launch.adam.x200flat", default_sizes=("200x64",),
+                          flat=True))
