@@ -58,7 +58,10 @@ def block_partial_fn(block):
     ``partials[row, blockIdx.x]``. Every thread of the block must call it."""
     block_sum = block_sum_fn(block)
 
-    @cuda.jit(device=True)
+    # inline="always": a kernel that calls block_partial twice (cross_entropy_rows_sum, optim_grad_sum) otherwise
+    # links block_sum's module twice and NVVM rejects it ("Linking globals named '_cudapy_smem_1': symbol multiply
+    # defined", ERROR_INVALID_IR) on a real GPU; the simulator does not link, so only `gpunn kernels` shows it.
+    @cuda.jit(device=True, inline="always")
     def block_partial(acc, partials, row):
         total = block_sum(acc)
         if cuda.threadIdx.x == 0:
