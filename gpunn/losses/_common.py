@@ -35,8 +35,10 @@ as ``f(x, t, p, a, b) -> (loss, dloss/dx)`` (``p``: a broadcast per-element para
 * ``_with_grad_kernel``         out[i] = w l and dx[i] = up(i) w dl, one pass      ('none')
 * ``_with_grad_sum_kernel``     partials[blk] = sum w l and dx[i] = up(i) w dl, one pass ('mean'/'sum')
 
-and one fused CPU loop doing the same (parallel over fixed chunks for large inputs). ``w`` is an optional broadcast
-weight (BCE's ``weight``).
+and one fused CPU loop doing the same (parallel over fixed chunks for large inputs; each chunk in vectorisable
+stages, its sum in ``_LANES`` float64 lanes added in a fixed order), so ``f`` should be branch-free for the CPU's
+sake: selects between values computed on both sides, and in float32 no libm call (gpunn/activations/_vecmath.py).
+``w`` is an optional broadcast weight (BCE's ``weight``).
 """
 
 from __future__ import annotations
@@ -256,9 +258,17 @@ def _device_kernels(f, dtype, block):
             "with_grad": _with_grad_kernel, "with_grad_sum": _with_grad_sum_kernel}
 
 
+_LANES = 16  # independent float64 accumulators of a CPU chunk sum (added in a fixed order: deterministic)
+
+
 @functools.lru_cache(maxsize=None)
 def _cpu_loop(f, dtype, parallel):
+    # Per chunk, in stages that LLVM vectorises (loops over contiguous slices from index 0, no runtime flag inside a
+    # loop, the loss functions branch-free): the broadcast operands gathered into buffers, then f over the chunk into
+    # loss/gradient buffers, then the weight, the sum (_LANES float64 lanes) and the writes. Every input element of the
+    # chunk is read before any output of it is written, so out/dx may alias x, t or dy.
     (one,) = typed(dtype, 1.0)
+    lanes_n = _LANES
 
     def loop(x, t, w, winner, p, pinner, a, b, dy, dmode, g, out, dx, write_loss, want_sum, write_grad, chunk):
         # one fused pass; returns the float64 sum of the losses (fixed chunks, then the chunk sums in order)
@@ -266,20 +276,53 @@ def _cpu_loop(f, dtype, parallel):
         nchunks = (n + chunk - 1) // chunk
         sums = np.zeros(nchunks, np.float64)
         for c in prange(nchunks):
-            acc = 0.0
-            for i in range(c * chunk, min(n, (c + 1) * chunk)):
-                pi = p[_index(pinner, p.size, i)] if pinner else one
-                wi = w[_index(winner, w.size, i)] if winner else one
-                up = ((dy[i] if dmode == 2 else dy[0]) * g if dmode else g) if write_grad else one
-                loss, dloss = f(x[i], t[i], pi, a, b)
-                lw = loss * wi
-                if want_sum:
-                    acc += np.float64(lw)
-                if write_loss:
-                    out[i] = lw
-                if write_grad:
-                    dx[i] = up * (wi * dloss)
-            sums[c] = acc
+            lo = c * chunk
+            hi = min(n, lo + chunk)
+            m = hi - lo
+            xs, ts = x[lo:hi], t[lo:hi]
+            lb = np.empty(m, x.dtype)
+            db = np.empty(m, x.dtype)
+            if pinner:
+                pb = np.empty(m, x.dtype)
+                for i in range(m):
+                    pb[i] = p[_index(pinner, p.size, lo + i)]
+                for i in range(m):
+                    lb[i], db[i] = f(xs[i], ts[i], pb[i], a, b)
+            else:
+                for i in range(m):
+                    lb[i], db[i] = f(xs[i], ts[i], one, a, b)
+            if winner:
+                wb = np.empty(m, x.dtype)
+                for i in range(m):
+                    wb[i] = w[_index(winner, w.size, lo + i)]
+                for i in range(m):
+                    lb[i] = lb[i] * wb[i]  # l = w l(x, t)
+                    db[i] = wb[i] * db[i]
+            if want_sum:
+                lanes = np.zeros(lanes_n, np.float64)
+                for j0 in range(0, m - lanes_n + 1, lanes_n):
+                    for q in range(lanes_n):
+                        lanes[q] += np.float64(lb[j0 + q])
+                acc = 0.0
+                for q in range(lanes_n):
+                    acc += lanes[q]
+                for j in range(m - m % lanes_n, m):
+                    acc += np.float64(lb[j])
+                sums[c] = acc
+            if write_loss:
+                outs = out[lo:hi]
+                for i in range(m):
+                    outs[i] = lb[i]
+            if write_grad:
+                dxs = dx[lo:hi]
+                if dmode == 2:
+                    dys = dy[lo:hi]
+                    for i in range(m):
+                        dxs[i] = (dys[i] * g) * db[i]  # dx = up * w * dl/dx, up = dy[i] g
+                else:
+                    up = dy[0] * g if dmode else g
+                    for i in range(m):
+                        dxs[i] = up * db[i]
         total = 0.0
         for c in range(nchunks):
             total += sums[c]

@@ -16,11 +16,11 @@ broadcastable shapes are rejected with a ValueError naming the argument (expand 
 """
 
 import functools
-import math
 
 from numba import njit
 
 from .._elementwise import typed
+from ..activations import _vecmath
 from . import _common
 
 
@@ -28,6 +28,8 @@ from . import _common
 @functools.lru_cache(maxsize=None)
 def _math(dtype):
     zero, one = typed(dtype, 0.0, 1.0)
+    vm = _vecmath.for_dtype(dtype)  # float32: exp and log1p as polynomials that vectorise; float64: math's
+    exp_neg, log1p_unit = vm.exp_neg, vm.log1p_unit
 
     @njit(inline="always")
     def f(x, t, pw, a, b):
@@ -36,15 +38,17 @@ def _math(dtype):
         #   x <  0:  l = -pw t x + c sp             (logsigmoid(x) = x - sp; (1 - t - c) x = -pw t x)
         # with c = 1 + (pw - 1) t; both terms are >= 0 for t in [0, 1], pw >= 0.
         # The gradient (pw t + 1 - t) sigmoid(x) - pw t, rewritten (1 - t) sigmoid(x) - pw t sigmoid(-x), with
-        # sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e). NaN x takes the second branch and propagates.
-        e = math.exp(-abs(x))
-        sp = math.log1p(e)
+        # sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e). NaN x takes the second side and propagates.
+        # Both sides are computed and one selected (no branch: the CPU loop vectorises).
+        e = exp_neg(-abs(x))
+        sp = log1p_unit(e)
         c = one + (pw - one) * t
         big = one / (one + e)  # sigmoid(|x|)
         small = e / (one + e)  # sigmoid(-|x|)
-        if x >= zero:
-            return (one - t) * x + c * sp, (one - t) * big - pw * t * small
-        return -(pw * t) * x + c * sp, (one - t) * small - pw * t * big
+        pos = x >= zero
+        loss = ((one - t) * x if pos else -(pw * t) * x) + c * sp
+        grad = (one - t) * big - pw * t * small if pos else (one - t) * small - pw * t * big
+        return loss, grad
 
     return f
 
