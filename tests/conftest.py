@@ -46,10 +46,21 @@ def mode(request):
 
 @pytest.fixture
 def rng(request):
-    """A fresh generator per test, seeded from the test's name, printed on failure so a case can be replayed."""
-    seed = np.random.SeedSequence().entropy % (2**32)
+    """A fresh generator per test, from a new random seed each run (GPUNN_TEST_SEED=<n> fixes it). A failing test's
+    report shows the seed, so the case can be replayed with that variable."""
+    fixed = os.environ.get("GPUNN_TEST_SEED")
+    seed = int(fixed) if fixed else np.random.SeedSequence().entropy % (2**32)
     request.node.user_properties.append(("seed", seed))
     return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        for name, value in item.user_properties:
+            if name == "seed":
+                report.sections.append(("rng seed", f"replay with GPUNN_TEST_SEED={value}"))
 
 
 def pytest_report_header(config):
