@@ -258,3 +258,36 @@ def _has_torch():
     except ImportError:
         return False
     return True
+
+
+# ---- the training app's MLP: its arrays view one buffer, so a deep network still takes one optimizer launch ----------
+def test_app_mlp_steps_one_flat_buffer_in_one_launch(rng):
+    if _runtime.mode() == "cpu":
+        pytest.skip("no GPU and the simulator is off")
+    from gpunn.app import linear
+    from gpunn.app.mlp import MLP
+
+    sizes = [5] + [3] * 13 + [2]                             # 14 layers + 13 PReLU slopes: 41 arrays
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    dout = rng.standard_normal((4, 2)).astype(np.float32)
+    models = {"cpu": MLP(sizes, "prelu", linear.backend("cpu"), seed=3),
+              "device": MLP(sizes, "prelu", linear.backend("sim" if _runtime.simulator() else "cuda"), seed=3)}
+    for mode, model in models.items():
+        assert len(model.arrays) == 41 and len(model.params) == 1
+        opt = optim.Adam(model.params, lr=0.01)
+        for _ in range(2):
+            model.forward(put(x, mode))
+            grads = model.backward(put(dout, mode))
+            assert len(grads) == 1 and grads[0] is model.flat_grad
+            if mode == "cpu":                                # the last layer's gradients, from their formulas
+                h_in = model._cache[-1][0]
+                assert_close(model.grad_views[26], h_in.astype(np.float64).T @ dout, np.float32)
+                assert_close(model.grad_views[27], dout.sum(axis=0, dtype=np.float64), np.float32)
+            opt.step(grads)
+        if mode == "device":
+            assert opt.last_launches == 1                    # 41 separate arrays would take 2
+        assert np.array_equal(get(model.flat), ravel_all([get(a) for a in model.arrays]).astype(np.float32))
+    # two float32 matrix-product implementations (BLAS vs the app's kernel) through 14 layers and 2 Adam steps (whose
+    # m / sqrt(v) amplifies the gradients' rounding): the trajectory tolerance of tests/test_optim.py
+    assert_close(get(models["device"].flat), get(models["cpu"].flat).astype(np.float64), np.float32,
+                 atol=2e-5, rtol=1e-4, what="simulator vs CPU parameters after 2 steps")

@@ -121,9 +121,11 @@ class NumpyBackend:
     def linear(self, x, w, b):
         return x @ w + b
 
-    def linear_backward(self, dz, x, w, need_dx=True):
-        dw = x.T @ dz
-        db = dz.sum(axis=0)
+    def linear_backward(self, dz, x, w, need_dx=True, out=None):
+        """(dx, dW, db); ``out=(dW, db)``: arrays to write dW and db into (views of the MLP's gradient buffer)."""
+        dw_out, db_out = out or (None, None)
+        dw = np.matmul(x.T, dz, out=dw_out)
+        db = dz.sum(axis=0, out=db_out)
         dx = dz @ w.T if need_dx else None
         return dx, np.ascontiguousarray(dw), db
 
@@ -143,9 +145,10 @@ class CupyBackend(NumpyBackend):
         return self.cp.ascontiguousarray(self.cp.asarray(x))
 
 
-    def linear_backward(self, dz, x, w, need_dx=True):
+    def linear_backward(self, dz, x, w, need_dx=True, out=None):
+        dw_out, db_out = out or (None, None)
         dx = dz @ w.T if need_dx else None
-        return dx, self.cp.ascontiguousarray(x.T @ dz), dz.sum(axis=0)
+        return dx, self.cp.ascontiguousarray(self.cp.matmul(x.T, dz, out=dw_out)), dz.sum(axis=0, out=db_out)
 
 
 class NumbaBackend:
@@ -165,9 +168,10 @@ class NumbaBackend:
     def linear(self, x, w, b):
         return matmul(x, w, bias=b)
 
-    def linear_backward(self, dz, x, w, need_dx=True):
-        dw = matmul(x, dz, trans_a=True)
-        db = column_sum(dz)
+    def linear_backward(self, dz, x, w, need_dx=True, out=None):
+        dw_out, db_out = out or (None, None)
+        dw = matmul(x, dz, trans_a=True, out=dw_out)
+        db = column_sum(dz, out=db_out)
         dx = matmul(dz, w, trans_b=True) if need_dx else None
         return dx, dw, db
 

@@ -3,7 +3,13 @@
 Layers: ``Linear(in, h1) -> act -> Linear(h1, h2) -> act -> ... -> Linear(h_last, out)``. The linear layers use the
 device's array library (:mod:`gpunn.app.linear`); the activation is ``gpunn.<name>`` / ``gpunn.<name>_backward``
 (PReLU's learnable slope is a parameter like the weights), the loss is a ``gpunn.*_with_grad`` function and the
-step is a ``gpunn.optim`` optimizer updating the parameter arrays in place.
+step is a ``gpunn.optim`` optimizer updating the parameters in place.
+
+Every weight, bias and slope is a view of ONE flat buffer (``gpunn.optim.flatten``), and the backward writes the
+gradients into views of a second one (``linear_backward(..., out=(dW, db))``; PReLU's one-element slope gradients
+are copied in), so the optimizer steps the one buffer: one kernel launch per step however deep the network
+(separate arrays would take one launch per 24 arrays). The step is elementwise, so the run is the same as with
+separate arrays.
 
 Initialisation follows ``torch.nn.Linear``: W and b uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)], from a seeded
 NumPy generator, so a seed gives the same network on every device.
@@ -82,12 +88,23 @@ class MLP:
             self.biases.append(backend.asarray(rng.uniform(-bound, bound, (fan_out,)).astype(dtype)))
         if self.act.has_weight:  # one slope per hidden layer, shared by its units (nn.PReLU() default)
             self.slopes = [backend.asarray(np.full(1, PRELU_INIT, dtype)) for _ in sizes[1:-1]]
+        # one buffer for all parameters, one for all gradients; the layers use views of them
+        n_layers, arrays = len(self.weights), self.arrays
+        self.flat, views = gpunn.optim.flatten(arrays)
+        self.weights, self.biases, self.slopes = views[:2 * n_layers:2], views[1:2 * n_layers:2], views[2 * n_layers:]
+        zeros = [backend.asarray(np.zeros(tuple(a.shape), dtype)) for a in arrays]
+        self.flat_grad, self.grad_views = gpunn.optim.flatten(zeros)
         self._cache = None
 
     @property
-    def params(self):
-        """Every trainable array, in a fixed order: W1, b1, W2, b2, ..., then the PReLU slopes."""
+    def arrays(self):
+        """Every trainable array, in a fixed order: W1, b1, W2, b2, ..., then the PReLU slopes (views of ``flat``)."""
         return [p for wb in zip(self.weights, self.biases) for p in wb] + self.slopes
+
+    @property
+    def params(self):
+        """What the optimizer steps: ``[flat]``, the one buffer that :attr:`arrays` view."""
+        return [self.flat]
 
     def forward(self, x):
         cache = []
@@ -106,7 +123,8 @@ class MLP:
         return h
 
     def backward(self, dout):
-        """Gradients in the order of :attr:`params` for the loss gradient ``dout`` of the last forward."""
+        """``[flat_grad]`` for the loss gradient ``dout`` of the last forward: the gradients of :attr:`arrays`, in
+        their order, written into the views ``grad_views`` of the one gradient buffer (matching :attr:`params`)."""
         dws, dbs, dslopes = [None] * len(self.weights), [None] * len(self.weights), [None] * len(self.slopes)
         dz = dout
         for i in range(len(self.weights) - 1, -1, -1):
@@ -115,6 +133,12 @@ class MLP:
                 dz, dslope = self.act.backward(dz, saved, self.slopes[i] if self.slopes else None)
                 if dslope is not None:
                     dslopes[i] = dslope
-            dx, dws[i], dbs[i] = self.backend.linear_backward(dz, h_in, self.weights[i], need_dx=i > 0)
+            gw, gb = self.grad_views[2 * i], self.grad_views[2 * i + 1]
+            dx, dws[i], dbs[i] = self.backend.linear_backward(dz, h_in, self.weights[i], need_dx=i > 0, out=(gw, gb))
             dz = dx
-        return [g for wb in zip(dws, dbs) for g in wb] + dslopes
+        for view, g in zip(self.grad_views[2 * len(self.weights):], dslopes):
+            if hasattr(view, "copy_to_device"):
+                view.copy_to_device(g)     # Numba device arrays: a device-to-device copy, not a kernel
+            else:
+                view[...] = g
+        return [self.flat_grad]
