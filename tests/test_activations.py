@@ -425,6 +425,35 @@ def test_prelu_dweight_is_deterministic_and_accurate(mode, rng):
     assert np.array_equal(results[0], exact.astype(np.float32))  # correctly rounded float64 sum
 
 
+# CPU tilings (gpunn/activations/prelu.py, _cpu_plan): several row blocks, several channel blocks (C > 4096), inner
+# runs longer than one 4096-element task, short inner runs; sizes too large for the simulator, so CPU only
+PRELU_CPU_TILING_SHAPES = [(2000, 20), (40, 5000), (5, 3, 9000), (130, 6, 50), (3, 200, 30)]
+
+
+@pytest.mark.parametrize("shape", PRELU_CPU_TILING_SHAPES, ids=["x".join(map(str, s)) for s in PRELU_CPU_TILING_SHAPES])
+def test_prelu_cpu_tilings(shape, rng):
+    import numba
+
+    dtype = np.float32
+    w = rng.uniform(-0.5, 1.0, shape[1]).astype(dtype)
+    x, dy = _random(rng, shape, dtype), _random(rng, shape, dtype, 1.0)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    assert_close(gpunn.prelu(x, w, out=poisoned(shape, dtype, "cpu")), ref_prelu(x64, w), dtype, what="prelu forward")
+    dx_ref, dw_ref = ref_prelu_backward(dy64, x64, w)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        dx1, dw1 = gpunn.prelu_backward(dy, x, w, out=poisoned(shape, dtype, "cpu"))
+    finally:
+        numba.set_num_threads(threads)
+    alias = dy.copy()
+    dx, dw = gpunn.prelu_backward(alias, x, w, out=alias)  # dx written over dy
+    assert dx is alias
+    assert_close(dx, dx_ref, dtype, what="prelu dx")
+    assert_close(dw, dw_ref, dtype, atol=TOL[dtype][0] * 10, what="prelu dweight")
+    assert np.array_equal(dx1, dx) and np.array_equal(dw1.view(np.uint32), dw.view(np.uint32))  # any thread count
+
+
 def test_prelu_out_forms(mode, rng):
     x, dy = _random(rng, (5, 3), np.float64), _random(rng, (5, 3), np.float64, 1.0)
     w = np.array([0.1, 0.2, 0.3])

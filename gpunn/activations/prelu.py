@@ -9,10 +9,10 @@ an input with ndim < 2 has one channel). The element at flat index i of a C-cont
 channel c = (i // inner) % C, inner = prod(rest). The backward views x as (outer, C, inner).
 
 dweight is a deterministic sum, accumulated in float64: on the device, per-channel block partials (gpunn._reduce)
-then a fixed-order final pass; on the CPU, fixed chunks of each (outer, c) row summed in float64, then the chunk
-partials summed by NumPy in float64. The same input gives the same bits every run. One pass over memory computes dx
-and the dweight partials together (the device kernel per element; the CPU per 4096-element chunk, in cache: first
-the partial, then dx, so that dx may alias dy or x).
+then a fixed-order final pass; on the CPU, one float64 partial per (block of rows, channel) of a tiling fixed by the
+shape (see the CPU path), then the partials summed by NumPy in float64. The same input gives the same bits every run.
+One pass over memory computes dx and the dweight partials together (each element is read before its dx is written,
+so that dx may alias dy or x).
 
 Masks follow PyTorch: at x = NaN the test ``x > 0`` fails, so y = a * NaN = NaN, dx = a * dy and dweight[c] is NaN.
 """
@@ -96,22 +96,62 @@ def _backward_grid(channels, m):
 
 
 # ---- CPU path --------------------------------------------------------------------------------------------------------
+# Tasks tile x seen as (outer, C, inner), by shape only (so the dweight partials, hence the bits, never depend on the
+# thread count):
+# * inner > _CHUNK: a task is one _CHUNK-long piece of one (row, channel) run;
+# * else: a task is a block of `rows` rows by `per_ch` channels (whole inner runs), with one float64 dweight partial
+#   per (row block, channel). inner == 1 (an (N, C) input, the Linear case) loops across the channels with the
+#   weight as a vector; inner > 1 loops along each inner run with the channel's slope.
+# Loops run over contiguous slices from index 0 (LLVM then vectorises them); a task of one element per slice, as a
+# per-(row, channel) tiling gives for (N, C) inputs, costs more in slicing than in work (it ran at 2% of copy speed).
+_MIN_ROWS = 16  # rows per task at least: the partials stay below 1/16 of the elements
+
+
+def _cpu_plan(outer, channels, inner):
+    """(rows, per_ch, n_row_blocks): the CPU task tiling for inner <= _CHUNK (see above); sizes only."""
+    per_ch = min(channels, max(1, _CHUNK // inner))
+    rows = min(outer, max(_MIN_ROWS, (4 * _CHUNK) // (per_ch * inner)))
+    return rows, per_ch, -(-outer // rows)
+
+
 @functools.lru_cache(maxsize=None)
 def _cpu_kernels(dtype):
     forward, backward = _math(dtype)
     zero = np.dtype(dtype).type(0.0)
 
     @njit(parallel=True)
-    def cpu_forward(x, weight, outer, channels, inner, out):
-        n_chunks = (inner + _CHUNK - 1) // _CHUNK
-        for t in prange(outer * channels * n_chunks):
-            row = t // n_chunks
-            a = weight[row % channels]
-            start = row * inner + (t % n_chunks) * _CHUNK
-            end = min(start + _CHUNK, row * inner + inner)
-            xs, ys = x[start:end], out[start:end]  # slices: indices LLVM knows are in range, so it vectorises
-            for i in range(xs.size):
-                ys[i] = forward(xs[i], a)
+    def cpu_forward(x, weight, outer, channels, inner, rows, per_ch, out):
+        if inner > _CHUNK:
+            n_chunks = (inner + _CHUNK - 1) // _CHUNK
+            for t in prange(outer * channels * n_chunks):
+                row = t // n_chunks
+                a = weight[row % channels]
+                start = row * inner + (t % n_chunks) * _CHUNK
+                end = min(start + _CHUNK, row * inner + inner)
+                xs, ys = x[start:end], out[start:end]
+                for i in range(xs.size):
+                    ys[i] = forward(xs[i], a)
+            return
+        n_cb = (channels + per_ch - 1) // per_ch
+        n_rb = (outer + rows - 1) // rows
+        for t in prange(n_rb * n_cb):
+            o0 = (t // n_cb) * rows
+            c0 = (t % n_cb) * per_ch
+            c1 = min(channels, c0 + per_ch)
+            if inner == 1:
+                ws = weight[c0:c1]
+                for o in range(o0, min(outer, o0 + rows)):
+                    xs, ys = x[o * channels + c0:o * channels + c1], out[o * channels + c0:o * channels + c1]
+                    for j in range(ws.size):
+                        ys[j] = forward(xs[j], ws[j])
+            else:
+                for o in range(o0, min(outer, o0 + rows)):
+                    for c in range(c0, c1):
+                        a = weight[c]
+                        base = (o * channels + c) * inner
+                        xs, ys = x[base:base + inner], out[base:base + inner]
+                        for k in range(inner):
+                            ys[k] = forward(xs[k], a)
 
     @njit(inline="always")
     def _contrib(xi, d):
@@ -119,20 +159,54 @@ def _cpu_kernels(dtype):
         return p if not xi > zero else 0.0  # dweight term: x * dy where x <= 0 (a select: no branch to mispredict)
 
     @njit(parallel=True)
-    def cpu_backward(dy, x, weight, outer, channels, inner, dx, partials):
-        n_chunks = (inner + _CHUNK - 1) // _CHUNK
-        for t in prange(outer * channels * n_chunks):
-            row = t // n_chunks
-            a = weight[row % channels]
-            start = row * inner + (t % n_chunks) * _CHUNK
-            end = min(start + _CHUNK, row * inner + inner)
-            xs, dys, dxs = x[start:end], dy[start:end], dx[start:end]  # slices: LLVM vectorises the dx loop
-            acc = 0.0  # first the dweight partial (dx may alias dy or x), in float64, in index order
-            for i in range(xs.size):
-                acc += _contrib(xs[i], dys[i])
-            for i in range(xs.size):
-                dxs[i] = backward(dys[i], xs[i], a)
-            partials[t] = acc
+    def cpu_backward(dy, x, weight, outer, channels, inner, rows, per_ch, dx, partials):
+        # partials: (row blocks, channels) float64, zeroed by the caller; dweight = its sum over axis 0.
+        # Every element is read (x, dy) before its dx is written, so dx may alias dy or x.
+        if inner > _CHUNK:
+            n_chunks = (inner + _CHUNK - 1) // _CHUNK
+            for t in prange(outer * channels * n_chunks):
+                row = t // n_chunks
+                c = row % channels
+                a = weight[c]
+                start = row * inner + (t % n_chunks) * _CHUNK
+                end = min(start + _CHUNK, row * inner + inner)
+                xs, dys, dxs = x[start:end], dy[start:end], dx[start:end]
+                acc = 0.0  # first the dweight partial (dx may alias dy or x), in float64, in index order
+                for i in range(xs.size):
+                    acc += _contrib(xs[i], dys[i])
+                for i in range(xs.size):
+                    dxs[i] = backward(dys[i], xs[i], a)
+                partials[(row // channels) * n_chunks + t % n_chunks, c] = acc
+            return
+        n_cb = (channels + per_ch - 1) // per_ch
+        n_rb = (outer + rows - 1) // rows
+        for t in prange(n_rb * n_cb):
+            rb = t // n_cb
+            o0 = rb * rows
+            c0 = (t % n_cb) * per_ch
+            c1 = min(channels, c0 + per_ch)
+            acc = partials[rb, c0:c1]  # one float64 accumulator per channel, rows added in order
+            if inner == 1:
+                ws = weight[c0:c1]
+                for o in range(o0, min(outer, o0 + rows)):
+                    lo, hi = o * channels + c0, o * channels + c1
+                    xs, dys, dxs = x[lo:hi], dy[lo:hi], dx[lo:hi]
+                    for j in range(ws.size):
+                        xi, d = xs[j], dys[j]
+                        acc[j] += _contrib(xi, d)
+                        dxs[j] = backward(d, xi, ws[j])
+            else:
+                for o in range(o0, min(outer, o0 + rows)):
+                    for c in range(c0, c1):
+                        a = weight[c]
+                        base = (o * channels + c) * inner
+                        xs, dys, dxs = x[base:base + inner], dy[base:base + inner], dx[base:base + inner]
+                        s = 0.0
+                        for k in range(inner):
+                            s += _contrib(xs[k], dys[k])
+                        for k in range(inner):
+                            dxs[k] = backward(dys[k], xs[k], a)
+                        acc[c - c0] += s
 
     return cpu_forward, cpu_backward
 
@@ -186,7 +260,8 @@ def prelu(x, weight, *, out=None):
             blocks, threads = launch_config(x_flat.size)
             _prelu_forward_kernel(args.dtype)[blocks, threads](x_flat, w_flat, inner, channels, out_flat)
         else:
-            _cpu_kernels(args.dtype)[0](x_flat, w_flat, outer, channels, inner, out_flat)
+            rows, per_ch, _ = _cpu_plan(outer, channels, inner)
+            _cpu_kernels(args.dtype)[0](x_flat, w_flat, outer, channels, inner, rows, per_ch, out_flat)
     args.finish()
     return out
 
@@ -251,11 +326,14 @@ def prelu_backward(dy, x, weight, *, out=None):
         if n == 0:
             dw_flat[...] = 0
         else:
-            n_chunks = -(-inner // _CHUNK)
-            partials = np.empty(outer * channels * n_chunks, np.float64)
-            _cpu_kernels(args.dtype)[1](dy_flat, x_flat, w_flat, outer, channels, inner, dx_flat, partials)
-            # a fixed-order float64 sum (NumPy's pairwise sum over a fixed layout)
-            dw_flat[...] = partials.reshape(outer, channels, n_chunks).sum(axis=(0, 2)).astype(args.dtype)
+            rows, per_ch, n_rb = _cpu_plan(outer, channels, inner)
+            if inner > _CHUNK:
+                n_rb = outer * -(-inner // _CHUNK)
+            partials = np.zeros((n_rb, channels), np.float64)
+            _cpu_kernels(args.dtype)[1](dy_flat, x_flat, w_flat, outer, channels, inner, rows, per_ch, dx_flat,
+                                        partials)
+            # a fixed-order float64 sum over the row blocks (the layout depends on the shape only)
+            dw_flat[...] = partials.sum(axis=0).astype(args.dtype)
     args.finish()
     return dx, dweight
 
