@@ -36,6 +36,7 @@ from numba.extending import intrinsic
 from .. import _registry
 from .._elementwise import typed
 from .._runtime import Args, block_size, launch_config
+from . import _vecmath
 
 # The device path uses one block per row when the axis is last and at least this long; shorter rows (fewer elements
 # than a warp) go one thread per row, where a block per row would leave most of its threads idle.
@@ -188,6 +189,12 @@ def _cpu_exp(dtype):
     return exp
 
 
+def _cpu_exp_neg(dtype):
+    """exp of an argument <= 0 (x - max) for the CPU forward loops: _vecmath.exp_neg in float32 (one scaling, within
+    2 ulp, half the work of the full-range exp), _cpu_exp in float64."""
+    return _vecmath.exp_neg if np.dtype(dtype) == np.float32 else _cpu_exp(dtype)
+
+
 # ---- CUDA kernels ----------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _forward_rows_kernel(dtype, block, op):
@@ -327,7 +334,7 @@ def _launch_backward(op, dtype, dy, y, outer, n, inner, out):
 # measured 2.6x slower on rows, ``x3[o, k, i0 + i]`` 2.4x slower on columns).
 @functools.lru_cache(maxsize=None)
 def _cpu_row_tools(dtype):
-    """Vectorisable row max and float64 row sum: _LANES independent accumulators, combined in a fixed order."""
+    """Vectorisable row max (_LANES independent maxima, combined in a fixed order), float64 row sum and dot."""
     neg_inf = typed(dtype, -math.inf)[0]
     lanes_n = _LANES
 
@@ -347,21 +354,25 @@ def _cpu_row_tools(dtype):
             m = v if v > m else m
         return m
 
-    @njit(error_model="numpy")
-    def row_sum(x, r, n, acc):
-        for q in range(lanes_n):
-            acc[q] = 0.0
-        for j0 in range(0, n - lanes_n + 1, lanes_n):
-            for q in range(lanes_n):
-                acc[q] += x[r, j0 + q]
+    @njit(error_model="numpy", fastmath={"reassoc"})
+    def row_sum(x):
+        # float64 sum of a 1-D row. reassoc (on this function's adds only: it is called, not inlined at the Numba
+        # level) lets LLVM split the sum over vector lanes: an order fixed by the compiled loop, so the same row gives
+        # the same bits every run and for any thread count (6x faster than _LANES accumulators kept in an array)
         s = 0.0
-        for q in range(lanes_n):
-            s += acc[q]
-        for j in range(n - n % lanes_n, n):
-            s += x[r, j]
+        for j in range(x.size):
+            s += float64(x[j])
         return s
 
-    return row_max, row_sum
+    @njit(error_model="numpy", fastmath={"reassoc"})
+    def row_dot(a, b):
+        # float64 sum of a * b over 1-D rows (softmax's backward), as row_sum
+        s = 0.0
+        for j in range(a.size):
+            s += float64(a[j]) * float64(b[j])
+        return s
+
+    return row_max, row_sum, row_dot
 
 
 @functools.lru_cache(maxsize=None)
@@ -372,8 +383,8 @@ def _cpu_forward(dtype):
     mth = _math(dtype)
     softmax_finish, log_softmax_finish = mth["softmax"][0], mth["log_softmax"][0]
     neg_inf = mth["neg_inf"]
-    exp = _cpu_exp(dtype)
-    row_max, row_sum = _cpu_row_tools(dtype)
+    exp = _cpu_exp_neg(dtype)
+    row_max, row_sum, _ = _cpu_row_tools(dtype)
     lanes_n, rows_per, tile = _LANES, _CPU_ROWS, _CPU_TILE
 
     @njit(parallel=True, error_model="numpy")
@@ -383,20 +394,19 @@ def _cpu_forward(dtype):
             x, out = x3.reshape(outer, n), out3.reshape(outer, n)
             for chunk in prange((outer + rows_per - 1) // rows_per):
                 lanes = np.empty(lanes_n, x.dtype)
-                acc = np.empty(lanes_n, np.float64)
                 e = np.empty((1, n if log else 0), x.dtype)  # exp(x - m) for log_softmax (out may alias x)
                 for r in range(chunk * rows_per, min(outer, (chunk + 1) * rows_per)):
                     m = row_max(x, r, n, lanes)
                     if log:
                         for j in range(n):
                             e[0, j] = exp(x[r, j] - m)
-                        c = log_softmax_finish(m, row_sum(e, 0, n, acc))
+                        c = log_softmax_finish(m, row_sum(e[0]))
                         for j in range(n):
                             out[r, j] = (x[r, j] - m) - c  # y = x - m - log(s)
                     else:
                         for j in range(n):
                             out[r, j] = exp(x[r, j] - m)  # x is read for the last time (out may alias it)
-                        c = softmax_finish(m, row_sum(out, r, n, acc))
+                        c = softmax_finish(m, row_sum(out[r]))
                         for j in range(n):
                             out[r, j] *= c  # y = exp(x - m) / s
             return
@@ -443,8 +453,9 @@ def _cpu_backward(dtype):
     to = mth["to"]
     softmax_term, softmax_grad = mth["softmax"][2:]
     log_softmax_term = mth["log_softmax"][2]
-    exp = _cpu_exp(dtype)
-    lanes_n, rows_per, tile = _LANES, _CPU_ROWS, _CPU_TILE
+    exp = _vecmath.exp if np.dtype(dtype) == np.float32 else _cpu_exp(dtype)  # y may be anything: full range
+    _, row_sum, row_dot = _cpu_row_tools(dtype)
+    rows_per, tile = _CPU_ROWS, _CPU_TILE
 
     @njit(error_model="numpy")
     def term(dy, y, log):
@@ -462,21 +473,16 @@ def _cpu_backward(dtype):
         if inner == 1:
             dy, y, out = dy3.reshape(outer, n), y3.reshape(outer, n), out3.reshape(outer, n)
             for chunk in prange((outer + rows_per - 1) // rows_per):
-                acc = np.empty(lanes_n, np.float64)
                 for r in range(chunk * rows_per, min(outer, (chunk + 1) * rows_per)):
-                    for q in range(lanes_n):
-                        acc[q] = 0.0
-                    for j0 in range(0, n - lanes_n + 1, lanes_n):
-                        for q in range(lanes_n):
-                            acc[q] += term(dy[r, j0 + q], y[r, j0 + q], log)
-                    total = 0.0
-                    for q in range(lanes_n):
-                        total += acc[q]
-                    for j in range(n - n % lanes_n, n):
-                        total += term(dy[r, j], y[r, j], log)
-                    g = to(total)  # g = sum(dy * y) or sum(dy): float64, _LANES partial sums in a fixed order
-                    for j in range(n):
-                        out[r, j] = grad(dy[r, j], y[r, j], g, log)
+                    # one loop per op (the log test outside the loops): each vectorises
+                    total = row_sum(dy[r]) if log else row_dot(dy[r], y[r])
+                    g = to(total)  # g = sum(dy) or sum(dy * y), in float64
+                    if log:
+                        for j in range(n):
+                            out[r, j] = dy[r, j] - exp(y[r, j]) * g  # dx = dy - exp(y) * sum(dy)
+                    else:
+                        for j in range(n):
+                            out[r, j] = softmax_grad(dy[r, j], y[r, j], g)
             return
         tiles = (inner + tile - 1) // tile
         for w in prange(outer * tiles):
