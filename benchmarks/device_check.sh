@@ -10,7 +10,7 @@
 # benchmark: every activation at 2^26 vs PyTorch CUDA, CuPy and a device-to-device copy; cross-entropy with gradient
 # at 8192x32768 and 4096x131072 vs F.cross_entropy fwd+bwd; one Adam step over 100M parameters in 200 tensors of
 # mixed sizes vs torch.optim.Adam(fused=True); the launch-overhead line (200 tiny tensors); the quick sweep of every
-# op if time is left. Results: benchmarks/results/<card>-<date>/ (JSON, Markdown, PNG, logs, summary.md), copied
+# op if time is left. Results: benchmarks/results/<card>-<date>/ (JSON, Markdown, PNG, logs, summary.md), archived
 # to $OUT when it is set. Each step has its own time limit; a step that fails or runs out is reported and the next
 # one still runs. Exit status: 0 only if the tests and every benchmark step passed.
 #
@@ -125,7 +125,9 @@ if [ "$DRY" = 0 ]; then
         printf 'FAILED: %s\n' "${FAILED[@]}" | tee -a "$RESULTS/summary.md"
     fi
     if [ -n "${OUT:-}" ]; then
-        mkdir -p "$OUT" && cp -r "$RESULTS" "$OUT/" && echo "copied $RESULTS to $OUT/"
+        # the device tool brings back at most 8 files from $OUT: one archive of everything, plus the summary to read
+        mkdir -p "$OUT" && tar -czf "$OUT/$(basename "$RESULTS").tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" \
+            && cp "$RESULTS/summary.md" "$OUT/" && echo "archived $RESULTS to $OUT/"
     fi
 fi
 echo
