@@ -19,7 +19,10 @@ Layout: the input is made C-contiguous and seen as ``(outer, n, inner)``, ``n`` 
   pairs meet in a shared-memory tree (fixed order, deterministic).
 * Device otherwise: one thread per ``(outer, inner)`` column looping over ``n`` (coalesced across ``inner``).
 * CPU: ``prange`` over rows (or over tiles of columns): a max pass, an exp-and-sum pass, an output pass, all written
-  to vectorise (``exp`` is a branch-free polynomial that LLVM vectorises, under 1 ulp; libm's is a scalar call).
+  to vectorise (``exp`` is a branch-free polynomial that LLVM vectorises; libm's is a scalar call): float32 uses
+  gpunn/activations/_vecmath.py's ``exp_neg`` (within 2 ulp) for ``exp(x - m)`` and its ``exp`` in log_softmax's
+  backward, float64 the module's own (under 1 ulp). Row sums are float64 loops compiled with ``reassoc`` (vector
+  lanes in an order fixed by the compiled code: the same bits every run, for any thread count).
 
 Sums (``s``, ``sum(dy * y)``, ``sum(dy)``) accumulate in float64 on every path, also for float32 data (the kernels
 are registered with ``f64_accumulator=True``); every other operation stays in the data's dtype.
@@ -41,8 +44,7 @@ from . import _vecmath
 # The device path uses one block per row when the axis is last and at least this long; shorter rows (fewer elements
 # than a warp) go one thread per row, where a block per row would leave most of its threads idle.
 ROW_KERNEL_MIN_N = 32
-# CPU: lanes of the vectorised max/sum, rows per parallel work item, columns per tile when the axis is not last.
-_LANES = 16
+# CPU: rows per parallel work item, columns per tile when the axis is not last.
 _CPU_ROWS = 16
 _CPU_TILE = 512
 
@@ -334,23 +336,37 @@ def _launch_backward(op, dtype, dy, y, outer, n, inner, out):
 # measured 2.6x slower on rows, ``x3[o, k, i0 + i]`` 2.4x slower on columns).
 @functools.lru_cache(maxsize=None)
 def _cpu_row_tools(dtype):
-    """Vectorisable row max (_LANES independent maxima, combined in a fixed order), float64 row sum and dot."""
+    """Vectorisable row max (halves folded), float64 row sum and row dot product, on 1-D rows."""
     neg_inf = typed(dtype, -math.inf)[0]
-    lanes_n = _LANES
 
     @njit(error_model="numpy")
-    def row_max(x, r, n, lanes):
-        for q in range(lanes_n):
-            lanes[q] = neg_inf
-        for j0 in range(0, n - lanes_n + 1, lanes_n):
-            for q in range(lanes_n):
-                v = x[r, j0 + q]
-                lanes[q] = v if v > lanes[q] else lanes[q]  # NaN is skipped here and caught by the sum
+    def row_max(x, buf):
+        # max of a 1-D row by folding halves: buf[j] = max(x[j], x[j + h]), then the same on buf, ...: every step is
+        # a long elementwise loop that LLVM vectorises (a running max is a reduction it does not; 3x faster than
+        # 16 running maxima kept in an array). buf holds >= x.size // 2 elements. A NaN may or may not win here; either
+        # way the row's sum is NaN and the row comes out NaN (the finish functions).
+        n = x.size
+        h = n // 2
+        for j in range(h):
+            a = x[j]
+            b = x[j + h]
+            buf[j] = b if b > a else a
         m = neg_inf
-        for q in range(lanes_n):
-            m = lanes[q] if lanes[q] > m else m
-        for j in range(n - n % lanes_n, n):
-            v = x[r, j]
+        for j in range(2 * h, n):
+            v = x[j]
+            m = v if v > m else m
+        while h > 16:
+            k = h // 2
+            for j in range(k):
+                a = buf[j]
+                b = buf[j + k]
+                buf[j] = b if b > a else a
+            for j in range(2 * k, h):
+                v = buf[j]
+                m = v if v > m else m
+            h = k
+        for j in range(h):
+            v = buf[j]
             m = v if v > m else m
         return m
 
@@ -358,7 +374,7 @@ def _cpu_row_tools(dtype):
     def row_sum(x):
         # float64 sum of a 1-D row. reassoc (on this function's adds only: it is called, not inlined at the Numba
         # level) lets LLVM split the sum over vector lanes: an order fixed by the compiled loop, so the same row gives
-        # the same bits every run and for any thread count (6x faster than _LANES accumulators kept in an array)
+        # the same bits every run and for any thread count (6x faster than 16 accumulators kept in an array)
         s = 0.0
         for j in range(x.size):
             s += float64(x[j])
@@ -385,7 +401,7 @@ def _cpu_forward(dtype):
     neg_inf = mth["neg_inf"]
     exp = _cpu_exp_neg(dtype)
     row_max, row_sum, _ = _cpu_row_tools(dtype)
-    lanes_n, rows_per, tile = _LANES, _CPU_ROWS, _CPU_TILE
+    rows_per, tile = _CPU_ROWS, _CPU_TILE
 
     @njit(parallel=True, error_model="numpy")
     def forward(x3, log, out3):
@@ -393,10 +409,10 @@ def _cpu_forward(dtype):
         if inner == 1:  # the axis is last: rows of n, a few rows per parallel work item
             x, out = x3.reshape(outer, n), out3.reshape(outer, n)
             for chunk in prange((outer + rows_per - 1) // rows_per):
-                lanes = np.empty(lanes_n, x.dtype)
+                buf = np.empty(n // 2 + 1, x.dtype)
                 e = np.empty((1, n if log else 0), x.dtype)  # exp(x - m) for log_softmax (out may alias x)
                 for r in range(chunk * rows_per, min(outer, (chunk + 1) * rows_per)):
-                    m = row_max(x, r, n, lanes)
+                    m = row_max(x[r], buf)
                     if log:
                         for j in range(n):
                             e[0, j] = exp(x[r, j] - m)
