@@ -176,9 +176,10 @@ def test_upstream_gradient(mode, reduction, target, dtype, rng):
         assert_close(dx, ref_cross_entropy(x, t, reduction=reduction, grad=grad, **kw)[1], dtype)
 
 
+# every option with class targets; probability targets only with the options that set no ignore_index
 @pytest.mark.parametrize("option, target", [(option, target) for option in OPTIONS for target in ("int64", "probs")
-                                             if not (target == "probs" and OPTIONS[option][1])])  # no ignore_index
-def test_finite_differences(option, target, rng):                                           # with probabilities
+                                             if not (target == "probs" and OPTIONS[option][1])])
+def test_finite_differences(option, target, rng):
     """gpunn's own gradient against central differences of gpunn's own loss, float64 ('none' with a random
     upstream, so every row's scale is exercised; 'mean' for the denominator)."""
     x, t, kw = make_case(rng, (3, 4), np.float64, target, option)
