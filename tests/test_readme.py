@@ -1,0 +1,43 @@
+"""The README's Python examples run as written (here in simulator mode when there is no GPU), and its two commands
+are the ones CI runs."""
+
+import pathlib
+import re
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_usage_example_runs(capsys):
+    code = python_blocks()[0]
+    namespace = {}
+    exec(compile(code, "README.md (usage example)", "exec"), namespace)
+    x, dlogits = namespace["x"], namespace["dlogits"]
+    assert dlogits.shape == x.shape and np.isfinite(dlogits).all()
+    assert "simulator" in capsys.readouterr().out or namespace["gpunn"].mode() == "cuda"
+
+
+def test_flatten_example_runs():
+    params = [np.ones((3, 4), np.float32), np.zeros(5, np.float32)]
+    code = python_blocks()[1].replace("...", "gviews[0][...] = 1.0; gviews[1][...] = -1.0")
+    namespace = {"params": params, "np": np, "gpunn": __import__("gpunn")}
+    exec(compile(code, "README.md (flatten example)", "exec"), namespace)
+    views = namespace["views"]
+    assert views[0].shape == (3, 4) and views[1].shape == (5,)
+    # Adam's first step moves every parameter by lr against the sign of its gradient
+    assert np.allclose(views[0], 1.0 - 1e-3) and np.allclose(views[1], 1e-3)
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = re.findall(r"```bash\n(.*?)```", README, flags=re.S)[0].strip().splitlines()
+    assert len(commands) == 2, "the README opens with exactly two commands"
+    test_command = commands[1].split("#")[0].strip()
+    assert "pytest" in test_command
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in [line.strip() for line in ci], f"{test_command!r} is not a line of .ci/run"
