@@ -56,7 +56,7 @@ from numba import cuda, float64, from_dtype, int64, njit, prange
 from .. import _registry
 from .._elementwise import typed
 from ..activations import _vecmath
-from .._reduce import block_partial_fn, partials_array, reduce_grid
+from .._reduce import block_partial_fn, block_sum_fn, partials_array, reduce_grid
 from .._runtime import Args, block_size, check_real, dtype_of, kind, launch_config, simulator
 from . import _common
 
@@ -172,6 +172,7 @@ def _device_kernels(dtype, block, prob):
     zero, one, ninf, nan = typed(dtype, 0.0, 1.0, -math.inf, math.nan)
     nbt = from_dtype(dtype)
     block_partial = block_partial_fn(block)
+    block_sum = block_sum_fn(block)
 
     @cuda.jit
     def _cross_entropy_stats_kernel(x, tp, w, k1, k2, group, chunk, n_chunks, pm, ps, pa, pw):
@@ -276,25 +277,15 @@ def _device_kernels(dtype, block, prob):
         for j in range(int64(tid), partials.shape[1], block):
             acc_loss += partials[0, j]
             acc_den += partials[1, j]
-        bl = cuda.shared.array(block, float64)
-        bd = cuda.shared.array(block, float64)
-        bl[tid] = acc_loss
-        bd[tid] = acc_den
-        cuda.syncthreads()
-        step = block // 2
-        while step > 0:
-            if tid < step:
-                bl[tid] += bl[tid + step]
-                bd[tid] += bd[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        loss = block_sum(acc_loss)
+        den = block_sum(acc_den)
         if tid == 0:
             if mean == 0:
-                out[0] = bl[0]
+                out[0] = loss
                 scale[0] = one
-            elif bd[0] != 0.0:
-                out[0] = bl[0] / bd[0]
-                scale[0] = 1.0 / bd[0]
+            elif den != 0.0:
+                out[0] = loss / den
+                scale[0] = 1.0 / den
             else:  # no weight at all: 0 with a zero gradient (PyTorch: NaN), NaN for an empty batch
                 out[0] = nan if n_rows == 0 else zero
                 scale[0] = zero
