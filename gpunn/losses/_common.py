@@ -53,7 +53,8 @@ from numba import cuda, float64, int64, njit, prange
 from .. import _registry
 from .._elementwise import typed
 from .._reduce import block_partial_fn, finish, partials_array, reduce_grid
-from .._runtime import HOST_KINDS, Args, block_size, device_view, empty_like, host_view, kind, launch_config
+from .._runtime import (HOST_KINDS, Args, block_size, device_view, empty_like, host_view, kind, launch_config,
+                        simulator)
 
 __all__ = ["REDUCTIONS", "CPU_CHUNK", "Upstream", "check_reduction", "reduction_scale",
            "scalar_result", "upstream_grad", "finish_scalar", "broadcast_operand", "pointwise"]
@@ -152,6 +153,21 @@ def upstream_grad(grad, reduction: str, args: Args, shape, placeholder: str = "i
         raise ValueError(f"grad must be a scalar or a one-element array for reduction={reduction!r}, "
                          f"got shape {gshape}")
     return Upstream(args.flat("grad"), 1, scale)
+
+
+@functools.lru_cache(maxsize=32)
+def _device_ones(n, dtype, device_id):
+    return cuda.to_device(np.ones(n, dtype))
+
+
+def default_weight(n, dtype, device: bool):
+    """All-ones class weights of length ``n`` for a call without ``weight``: a NumPy array on the host; on the device a
+    cached device array per (n, dtype, GPU), so that a call copies nothing from the host for it (read-only: the
+    kernels never write their weight)."""
+    if not device:
+        return np.ones(n, dtype)
+    device_id = 0 if simulator() else cuda.get_current_device().id
+    return _device_ones(int(n), np.dtype(dtype).str, device_id)
 
 
 def finish_scalar(partials, scale: float, out_flat):

@@ -629,8 +629,7 @@ def _views(c, weight):
     if weight is not None:
         c.w = args.flat("weight")
     else:
-        ones = np.ones(c.shape[1], c.dtype)
-        c.w = cuda.to_device(ones) if args.device else ones
+        c.w = _common.default_weight(c.shape[1], c.dtype, args.device)
 
 
 def _placeholder_index(device):

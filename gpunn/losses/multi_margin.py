@@ -253,9 +253,7 @@ def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None
     if weight is not None:
         w = args.flat("weight")
     else:
-        w = np.ones(n_cols, dt)
-        if args.device:
-            w = cuda.to_device(w)
+        w = _common.default_weight(n_cols, dt, args.device)
     dxv = args.nd("out") if dx is not None else None
     tm, tp, inv_c = dt.type(margin), np.int64(p), dt.type(1.0 / n_cols)
     up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g)) if upstream else None
