@@ -63,11 +63,13 @@ def _map2(f):
     return kernel, cpu, cpu_serial
 
 
-def _run(kernels, args, names, params):
+def _run(kernels, args, names, params, cpu_loops=None):
     arrays = [args.flat(n) for n in names]
     n = arrays[-1].size
     if n:
         kernel, cpu, cpu_serial = kernels
+        if cpu_loops is not None and not args.device:
+            cpu, cpu_serial = cpu_loops(args.dtype)
         scalars = [args.dtype.type(p) for p in params]
         call = arrays[:-1] + scalars + arrays[-1:]
         if args.device:
@@ -88,12 +90,14 @@ def forward(f_for_dtype, x, out, a=0.0, b=0.0):
     return out
 
 
-def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x"):
-    """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh)."""
+def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x", cpu_loops=None):
+    """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh).
+    ``cpu_loops(dtype)``, if given, supplies the op's own (parallel, serial) CPU loops, same arguments as ``_map2``'s
+    (for an op whose generic loop LLVM compiles poorly); the CUDA kernel is always the generic one."""
     args = Args(dy=dy, **{x_name: x})
     args.same_shape("dy", x_name)
     out = args.output("out", out, x.shape)
-    _run(_map2(f_for_dtype(args.dtype)), args, ["dy", x_name, "out"], (a, b))
+    _run(_map2(f_for_dtype(args.dtype)), args, ["dy", x_name, "out"], (a, b), cpu_loops)
     return out
 
 
