@@ -50,3 +50,15 @@ def assert_close(actual, expected, dtype=None, atol=None, rtol=None, what="resul
         idx = np.argwhere(bad)[:5]
         rows = "; ".join(f"{tuple(i)}: got {a[tuple(i)]!r} want {expected[tuple(i)]!r}" for i in idx)
         raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ (atol={atol}, rtol={rtol}): {rows}")
+
+
+def assert_doctests_pass(obj, **globs):
+    """Run the docstring examples of ``obj`` (a function or a module); at least one must run and none may fail."""
+    import doctest
+
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder().find(obj, globs=globs):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0, f"{obj!r} has no docstring example"
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {obj!r} failed"

@@ -8,7 +8,6 @@ extreme and -inf logits; bad input on both paths with the user's buffers unharme
 enough to be cut into several chunks (several blocks per row on the device).
 """
 
-import doctest
 import importlib
 import math
 
@@ -17,7 +16,7 @@ import pytest
 
 import gpunn
 from gpunn.losses.cross_entropy import cross_entropy, cross_entropy_backward, cross_entropy_with_grad, row_layout
-from helpers import assert_close, get, poisoned, put
+from helpers import assert_close, get, poisoned, put, assert_doctests_pass
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["none", "mean", "sum"]
@@ -461,10 +460,7 @@ def test_bad_arguments_name_the_argument(mode, rng):
 # ---- documentation ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fn", [cross_entropy, cross_entropy_backward, cross_entropy_with_grad])
 def test_docstring_examples_run(fn):
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(fn, globs={}):
-        result = runner.run(test)
-        assert result.failed == 0 and result.attempted > 0
+    assert_doctests_pass(fn)
 
 
 def test_kernels_registered():

@@ -6,7 +6,6 @@ simulator here), float32 and float64, against a naive float64 reference written 
 bad targets on both paths with the user's buffers unharmed; bit-identical repeats; rows cut into several chunks.
 """
 
-import doctest
 import importlib
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 import gpunn
 from gpunn.losses.cross_entropy import row_layout
 from gpunn.losses.multi_margin import multi_margin_loss, multi_margin_loss_backward, multi_margin_loss_with_grad
-from helpers import assert_close, get, poisoned, put
+from helpers import assert_close, get, poisoned, put, assert_doctests_pass
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["none", "mean", "sum"]
@@ -221,10 +220,7 @@ def test_bad_arguments_name_the_argument(mode, rng):
 # ---- documentation ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fn", [multi_margin_loss, multi_margin_loss_backward, multi_margin_loss_with_grad])
 def test_docstring_examples_run(fn):
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(fn, globs={}):
-        result = runner.run(test)
-        assert result.failed == 0 and result.attempted > 0
+    assert_doctests_pass(fn)
 
 
 def test_kernels_registered():

@@ -697,7 +697,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
 
     .. math:: \ell_n = (1 - \varepsilon)\, w_{y_n} (\operatorname{lse}(x_n) - x_{n y_n})
               + \frac{\varepsilon}{C} \sum_c w_c (\operatorname{lse}(x_n) - x_{nc})
-    """ + _DOC_ARGS + r"""
+
+    {args}
         out: optional preallocated (N,) row losses (reduction ``"none"`` only).
 
     Returns:
@@ -712,7 +713,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
         >>> import numpy as np, gpunn
         >>> x = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
         >>> round(float(gpunn.cross_entropy(x, np.array([0, 2]))), 6)
-        0.626523
+        0.669079
     """
     return _run("forward", logits, target, weight, ignore_index, label_smoothing, reduction, out=out)
 
@@ -727,7 +728,8 @@ def cross_entropy_backward(logits, target, weight=None, ignore_index=-100, label
     with p = softmax(x_n), W = sum_c w_c, s = 1 / (summed weight) for ``"mean"``, else 1, and ``g`` the upstream
     gradient ``grad``: ``None`` (1), a scalar or one-element array for ``"mean"``/``"sum"``, an (N,) array (or a
     scalar) for ``"none"``. Probability targets: ``g_n s (p_{nc} \sum_k w_k t'_{nk} - w_c t'_{nc})``.
-    """ + _DOC_ARGS + r"""
+
+    {args}
         grad: the upstream gradient (see above).
         out: optional preallocated (N, C) gradient; may be ``logits`` itself (in place: nothing is written when the
             input is bad).
@@ -742,6 +744,12 @@ def cross_entropy_backward(logits, target, weight=None, ignore_index=-100, label
     """
     return _run("backward", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out)
 
+
+# the arguments the three cross-entropy functions share, written once (a docstring must be a plain literal, so the
+# shared part is filled in after the definitions)
+for _fn in (cross_entropy, cross_entropy_backward):
+    _fn.__doc__ = _fn.__doc__.replace("{args}", _DOC_ARGS.strip(), 1)
+del _fn
 
 def cross_entropy_with_grad(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
                             grad=None, *, out=None):
