@@ -5,12 +5,18 @@ PyTorch CUDA tensors and Numba device arrays, taken without a copy), the same ke
 (``NUMBA_ENABLE_CUDASIM=1``), and a CPU fallback for NumPy arrays. Nothing compiles at import time.
 """
 
-from . import optim
-from ._runtime import info, mode, to_device, to_host
-from .activations import *  # noqa: F401,F403
-from .activations import __all__ as _activations_all
-from .losses import *  # noqa: F401,F403
-from .losses import __all__ as _losses_all
+from ._runtime import info, mode, simulator as _simulator_on, to_device, to_host
+
+if _simulator_on():
+    from . import _simulator
+
+    _simulator.apply()
+
+from . import optim  # noqa: E402
+from .activations import *  # noqa: E402,F401,F403
+from .activations import __all__ as _activations_all  # noqa: E402
+from .losses import *  # noqa: E402,F401,F403
+from .losses import __all__ as _losses_all  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["info", "mode", "to_device", "to_host", "optim", *_activations_all, *_losses_all]
