@@ -6,7 +6,8 @@ An op module writes its scalar math once, as ``numba.njit`` functions built per 
 * ``_map1``: ``out[i] = f(x[i], a, b)`` (forward ops), and
 * ``_map2``: ``out[i] = f(dy[i], x[i], a, b)`` (backward ops),
 
-each as a CUDA kernel (64-bit grid-stride loop) and a CPU loop (``prange`` over the elements, one fused pass).
+each as a CUDA kernel (64-bit grid-stride loop) and a CPU loop (``prange`` over the elements, one fused pass;
+gpunn/_cpu.py builds and runs it).
 ``a`` and ``b`` are the op's scalar parameters (negative_slope, alpha, beta, ...), cast to the array dtype on the
 host and passed as kernel arguments, so a new value does not recompile.
 """
@@ -14,17 +15,10 @@ host and passed as kernel arguments, so a new value does not recompile.
 import functools
 
 import numpy as np
-import numba
-from numba import cuda, int64, njit, prange
+from numba import cuda, int64, prange
 
+from . import _cpu
 from ._runtime import Args, launch_config
-
-# Below this many elements the CPU path runs a serial loop: waking the thread pool costs more than it saves
-# (a training step on 32 x 64 activations was 30x slower in parallel on a loaded 2-core machine).
-# The CPU loops use error_model="numpy": with Python's error model a float division carries a ZeroDivisionError
-# check that kept LLVM from vectorising the plain loops (silu forward at 2^24 float32: 61 ms -> 3.5 ms); division
-# by zero then gives inf/NaN, as on the GPU.
-PARALLEL_MIN = 1 << 16
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,17 +28,11 @@ def _map1(f):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
             out[i] = f(x[i], a, b)
 
-    @njit(parallel=True, error_model="numpy")
     def cpu(x, a, b, out):
         for i in prange(x.size):
             out[i] = f(x[i], a, b)
 
-    @njit(error_model="numpy")
-    def cpu_serial(x, a, b, out):
-        for i in range(x.size):
-            out[i] = f(x[i], a, b)
-
-    return kernel, cpu, cpu_serial
+    return kernel, _cpu.loops(cpu)
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,35 +42,27 @@ def _map2(f):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
             out[i] = f(dy[i], x[i], a, b)
 
-    @njit(parallel=True, error_model="numpy")
     def cpu(dy, x, a, b, out):
         for i in prange(x.size):
             out[i] = f(dy[i], x[i], a, b)
 
-    @njit(error_model="numpy")
-    def cpu_serial(dy, x, a, b, out):
-        for i in range(x.size):
-            out[i] = f(dy[i], x[i], a, b)
-
-    return kernel, cpu, cpu_serial
+    return kernel, _cpu.loops(cpu)
 
 
 def _run(kernels, args, names, params, cpu_loops=None):
     arrays = [args.flat(n) for n in names]
     n = arrays[-1].size
     if n:
-        kernel, cpu, cpu_serial = kernels
+        kernel, cpu = kernels
         if cpu_loops is not None and not args.device:
-            cpu, cpu_serial = cpu_loops(args.dtype)
+            cpu = cpu_loops(args.dtype)
         scalars = [args.dtype.type(p) for p in params]
         call = arrays[:-1] + scalars + arrays[-1:]
         if args.device:
             blocks, threads = launch_config(n)
             kernel[blocks, threads](*call)
-        elif n < PARALLEL_MIN or numba.get_num_threads() == 1:
-            cpu_serial(*call)  # one thread: the plain loop (the prange loop then only adds its scheduling)
         else:
-            cpu(*call)
+            _cpu.run(cpu, "elementwise", n, *call)
     args.finish()
 
 
@@ -96,7 +76,7 @@ def forward(f_for_dtype, x, out, a=0.0, b=0.0):
 
 def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x", cpu_loops=None):
     """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh).
-    ``cpu_loops(dtype)``, if given, supplies the op's own (parallel, serial) CPU loops, same arguments as ``_map2``'s
+    ``cpu_loops(dtype)``, if given, supplies the op's own CPU loops (``_cpu.Loops``), same arguments as ``_map2``'s
     (for an op whose generic loop LLVM compiles poorly); the CUDA kernel is always the generic one."""
     args = Args(dy=dy, **{x_name: x})
     args.same_shape("dy", x_name)

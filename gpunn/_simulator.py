@@ -6,9 +6,9 @@ that reach the allocation together can each make their own buffer, and a block r
 (docs/simulator_shared_race.py reproduces it without gpunn). :func:`apply` replaces the method with the same lookup
 under a lock. Set ``GPUNN_SIM_NO_WORKAROUND=1`` to leave the simulator as shipped (for reproducing the race).
 
-The simulator also runs one kernel at a time per process (``concurrent simulated kernel not supported``):
-:data:`launch_lock` serialises gpunn's simulated launches, so ops called from several Python threads wait for each
-other instead of failing.
+The simulator also runs one kernel at a time per process (an assertion, ``concurrent simulated kernel not
+supported``, fails when two Python threads launch at once): :func:`apply` makes kernel launches take
+:data:`launch_lock`, so ops called from several Python threads wait for each other instead of failing.
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def _locked_shared_array(original):
     return array
 
 
+def _serialised_launch(original):
+    def __call__(self, *args):
+        if self._device:  # a device function called from a kernel, inside a launch that holds the lock
+            return original(self, *args)
+        with launch_lock:
+            return original(self, *args)
+
+    __call__.gpunn_workaround = True
+    return __call__
+
+
 def apply() -> bool:
     """Install the workarounds (once; a no-op when ``GPUNN_SIM_NO_WORKAROUND`` is set). True if installed."""
     global _applied
@@ -55,10 +66,12 @@ def apply() -> bool:
         return True
     if os.environ.get("GPUNN_SIM_NO_WORKAROUND"):
         return False
-    from numba.cuda.simulator import kernelapi
+    from numba.cuda.simulator import kernel, kernelapi
 
-    cls = kernelapi.FakeCUDAShared
-    if not getattr(cls.array, "gpunn_workaround", False):
-        cls.array = _locked_shared_array(cls.array)
+    shared, kernel_cls = kernelapi.FakeCUDAShared, kernel.FakeCUDAKernel
+    if not getattr(shared.array, "gpunn_workaround", False):
+        shared.array = _locked_shared_array(shared.array)
+    if not getattr(kernel_cls.__call__, "gpunn_workaround", False):
+        kernel_cls.__call__ = _serialised_launch(kernel_cls.__call__)
     _applied = True
     return True

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import _elementwise
+from gpunn import _cpu
 from tests.helpers import assert_close
 
 
@@ -22,7 +22,7 @@ def _bits(a):
     return a.view(np.int32 if a.dtype == np.float32 else np.int64)
 
 
-N = _elementwise.PARALLEL_MIN + 3
+N = _cpu.PARALLEL_MIN["elementwise"] + 3
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

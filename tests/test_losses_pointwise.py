@@ -582,12 +582,12 @@ def test_float32_sum_accumulates_in_float64(mode):
 
 
 def test_cpu_parallel_and_serial_loops_give_the_same_bits(rng, monkeypatch):
-    from gpunn.losses import _common
+    from gpunn import _cpu
 
-    n = 3 * _common.CPU_PARALLEL_MIN + 17
+    n = 3 * _cpu.PARALLEL_MIN["pointwise_loss"] + 17
     x, t = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     parallel = gpunn.l1_loss_with_grad(x, t, reduction="mean")
-    monkeypatch.setattr(_common, "CPU_PARALLEL_MIN", n + 1)
+    monkeypatch.setitem(_cpu.PARALLEL_MIN, "pointwise_loss", n + 1)
     serial = gpunn.l1_loss_with_grad(x, t, reduction="mean")
     _same_bits(parallel[0], serial[0], "loss")
     _same_bits(parallel[1], serial[1], "dx")

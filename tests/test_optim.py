@@ -188,9 +188,9 @@ def test_doc_examples(module):
     ("AdamW", dict(lr=0.01, amsgrad=True, max_grad_norm=100.0)),
 ], ids=["SGD", "RMSprop", "AdamW"])
 def test_large_array_parallel_cpu_loop(name, kw, rng):
-    from gpunn.optim._fused import PARALLEL_MIN
+    from gpunn._cpu import PARALLEL_MIN
 
-    shapes = [(PARALLEL_MIN + 7,), (5,)]
+    shapes = [(PARALLEL_MIN["optim"] + 7,), (5,)]
     p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     params = [p.copy() for p in p0]
     opt, ref = make(name, params, **kw), Reference(name, p0, **kw)

@@ -144,7 +144,7 @@ def test_schedule(name, kw, mode, rng):
         assert_close(get(p), r, np.float64, *TOL[np.float64], what=f"params[{i}]")
     if mode == "cpu":  # a new lr is a kernel argument: one compiled specialization only
         uses = tuple(bool(u) for u in opt._uses(opt.hyperparams()))
-        fn = _fused.step_cpu(opt._math(np.dtype(np.float64)), np.dtype(np.float64), False, uses)
+        fn = _fused.step_cpu(opt._math(np.dtype(np.float64)), np.dtype(np.float64), uses).serial
         assert len(fn.signatures) == 1
 
 

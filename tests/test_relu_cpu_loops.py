@@ -1,10 +1,12 @@
 """relu_backward's own CPU loops (integer mask, gpunn/activations/relu.py): bit-exact against the formula, on both
-the serial loop and the parallel one (sizes at and above _elementwise.PARALLEL_MIN, which the common SIZES miss)."""
+the serial loop and the parallel one (sizes at and above PARALLEL_MIN, which the common SIZES miss)."""
 import numpy as np
 import pytest
 
 import gpunn
-from gpunn import _elementwise
+from gpunn import _cpu
+
+PARALLEL_MIN = _cpu.PARALLEL_MIN["elementwise"]
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 3e38, -3e38, 5e-324, 2.5]
 
@@ -21,8 +23,8 @@ def _bits(a):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 31, 1027, _elementwise.PARALLEL_MIN - 1, _elementwise.PARALLEL_MIN,
-                               _elementwise.PARALLEL_MIN + 37])
+@pytest.mark.parametrize("n", [0, 1, 31, 1027, PARALLEL_MIN - 1, PARALLEL_MIN,
+                               PARALLEL_MIN + 37])
 def test_relu_backward_cpu_bit_exact(rng, dtype, n):
     sp = np.array(SPECIAL, dtype)
     x = rng.standard_normal(n).astype(dtype)
@@ -47,7 +49,7 @@ def test_relu_backward_cpu_bit_exact(rng, dtype, n):
 
 def test_relu_backward_cpu_matches_torch(rng):
     torch = pytest.importorskip("torch")
-    n = _elementwise.PARALLEL_MIN + 5
+    n = PARALLEL_MIN + 5
     x = rng.standard_normal(n).astype(np.float32)
     x[::7] = 0.0
     dy = rng.standard_normal(n).astype(np.float32)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import types
 
@@ -96,3 +97,26 @@ def test_reductions_are_right_at_a_tiny_switch_interval(rng):
             assert_close(float(got), np.sum(x * x), np.float64, what="mse_loss sum")
     finally:
         sys.setswitchinterval(old)
+
+
+def test_simulated_launches_from_several_threads_wait_for_each_other(rng):
+    """The simulator runs one kernel at a time: launches from several Python threads must queue, not fail."""
+    x = rng.standard_normal(300)
+    xd = gpunn.to_device(x)
+    errors, results = [], [None] * 4
+
+    def work(k):
+        try:
+            results[k] = (gpunn.to_host(gpunn.relu(xd)), float(gpunn.mse_loss(xd, xd)))
+        except Exception as exc:  # noqa: BLE001 - any failure is reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for relu_out, mse in results:
+        np.testing.assert_array_equal(relu_out, np.maximum(x, 0))
+        assert mse == 0.0

@@ -22,7 +22,7 @@ import functools
 import numpy as np
 from numba import cuda, float64, int64, njit, prange
 
-from .. import _reduce
+from .. import _cpu, _reduce
 from .._runtime import Args, launch_config, simulator
 
 _CHUNK = 4096  # elements per CPU task (a row of (outer, C, inner) is split into chunks of this many)
@@ -119,7 +119,6 @@ def _cpu_kernels(dtype):
     forward, backward = _math(dtype)
     zero = np.dtype(dtype).type(0.0)
 
-    @njit(parallel=True)
     def cpu_forward(x, weight, outer, channels, inner, rows, per_ch, out):
         if inner > _CHUNK:
             n_chunks = (inner + _CHUNK - 1) // _CHUNK
@@ -158,7 +157,6 @@ def _cpu_kernels(dtype):
         p = np.float64(xi) * np.float64(d)
         return p if not xi > zero else 0.0  # dweight term: x * dy where x <= 0 (a select: no branch to mispredict)
 
-    @njit(parallel=True)
     def cpu_backward(dy, x, weight, outer, channels, inner, rows, per_ch, dx, partials):
         # partials: (row blocks, channels) float64, zeroed by the caller; dweight = its sum over axis 0.
         # Every element is read (x, dy) before its dx is written, so dx may alias dy or x.
@@ -208,7 +206,7 @@ def _cpu_kernels(dtype):
                             dxs[k] = backward(dys[k], xs[k], a)
                         acc[c - c0] += s
 
-    return cpu_forward, cpu_backward
+    return _cpu.loops(cpu_forward), _cpu.loops(cpu_backward)
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
@@ -261,7 +259,8 @@ def prelu(x, weight, *, out=None):
             _prelu_forward_kernel(args.dtype)[blocks, threads](x_flat, w_flat, inner, channels, out_flat)
         else:
             rows, per_ch, _ = _cpu_plan(outer, channels, inner)
-            _cpu_kernels(args.dtype)[0](x_flat, w_flat, outer, channels, inner, rows, per_ch, out_flat)
+            _cpu.run(_cpu_kernels(args.dtype)[0], "elementwise", x_flat.size, x_flat, w_flat, outer, channels, inner,
+                     rows, per_ch, out_flat)
     args.finish()
     return out
 
@@ -330,8 +329,8 @@ def prelu_backward(dy, x, weight, *, out=None):
             if inner > _CHUNK:
                 n_rb = outer * -(-inner // _CHUNK)
             partials = np.zeros((n_rb, channels), np.float64)
-            _cpu_kernels(args.dtype)[1](dy_flat, x_flat, w_flat, outer, channels, inner, rows, per_ch, dx_flat,
-                                        partials)
+            _cpu.run(_cpu_kernels(args.dtype)[1], "elementwise", x_flat.size, dy_flat, x_flat, w_flat, outer,
+                     channels, inner, rows, per_ch, dx_flat, partials)
             # a fixed-order float64 sum over the row blocks (the layout depends on the shape only)
             dw_flat[...] = partials.sum(axis=0).astype(args.dtype)
     args.finish()

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .. import _elementwise
+from .. import _cpu, _elementwise
 from .._elementwise import typed
 
 
@@ -59,7 +59,7 @@ def _bits(typingctx, v):
 
 @functools.lru_cache(maxsize=None)
 def _cpu_backward(dtype):
-    """(parallel, serial) loops ``out = dy if not x <= 0 else +0`` on flat arrays, as integer ``dy & mask``.
+    """The CPU loops (``_cpu.Loops``) ``out = dy if not x <= 0 else +0`` on flat arrays, as integer ``dy & mask``.
 
     ``keep`` is 1.0 or 0.0; its bits shifted right by (width - 3) give 1 or 0 (1.0 is 0x3F800000 in float32,
     0x3FF0... in float64), negated: all ones or zero. Going through the float keeps LLVM from seeing a compare-select
@@ -82,7 +82,8 @@ def _cpu_backward(dtype):
 
         return run
 
-    return on_views(njit(parallel=True)(loop)), on_views(njit(loop))
+    parallel, serial = _cpu.loops(loop)
+    return _cpu.Loops(on_views(parallel), on_views(serial))
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------

@@ -33,11 +33,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-import numba
 from numba import cuda, float64, from_dtype, int64, njit, prange, types
 from numba.extending import intrinsic
 
-from .. import _registry
+from .. import _cpu, _registry
 from .._elementwise import typed
 from .._runtime import Args, block_size, launch_config
 from . import _vecmath
@@ -393,7 +392,7 @@ def _cpu_row_tools(dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_forward(dtype, parallel=True):
+def _cpu_forward(dtype):
     """``forward(x, log, out)``: softmax (``log`` False) or log_softmax of a C-contiguous (outer, n, inner) array
     along axis 1. One compiled function per dtype for both ops and layouts (compiling a parallel function costs
     seconds); the ``log`` test is loop-invariant."""
@@ -404,7 +403,6 @@ def _cpu_forward(dtype, parallel=True):
     row_max, row_sum, _ = _cpu_row_tools(dtype)
     rows_per, tile = _CPU_ROWS, _CPU_TILE
 
-    @njit(parallel=parallel, error_model="numpy")
     def forward(x3, log, out3):
         outer, n, inner = x3.shape
         if inner == 1:  # the axis is last: rows of n, a few rows per parallel work item
@@ -459,11 +457,11 @@ def _cpu_forward(dtype, parallel=True):
                     for i in range(width):
                         outk[i] *= c[i]
 
-    return forward
+    return _cpu.loops(forward)
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_backward(dtype, parallel=True):
+def _cpu_backward(dtype):
     """``backward(dy, y, log, out)``: the gradient of softmax (``log`` False) or log_softmax, (outer, n, inner)
     C-contiguous arrays, along axis 1."""
     mth = _math(dtype)
@@ -484,7 +482,6 @@ def _cpu_backward(dtype, parallel=True):
             return dy - exp(y) * g  # dx = dy - exp(y) * sum(dy), with the vectorisable exp
         return softmax_grad(dy, y, g)
 
-    @njit(parallel=parallel, error_model="numpy")
     def backward(dy3, y3, log, out3):
         outer, n, inner = y3.shape
         if inner == 1:
@@ -520,13 +517,7 @@ def _cpu_backward(dtype, parallel=True):
                 for i in range(width):
                     outk[i] = grad(dyk[i], yk[i], g[i], log)
 
-    return backward
-
-
-def _cpu_parallel():
-    """The prange loops, or (numba set to 1 thread) the same code compiled as plain loops: same results, and
-    3-6% faster on one thread (log_softmax 4096 x 4096 float32), as the parallel machinery then adds only its cost."""
-    return numba.get_num_threads() > 1
+    return _cpu.loops(backward)
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
@@ -556,7 +547,8 @@ def _forward(op, x, axis, out):
             _launch_forward(op, args.dtype, xf, outer, n, inner, of)
         else:
             shape = (outer, n, inner)
-            _cpu_forward(args.dtype, _cpu_parallel())(xf.reshape(shape), op == "log_softmax", of.reshape(shape))
+            _cpu.run(_cpu_forward(args.dtype), "rows", xf.size, xf.reshape(shape), op == "log_softmax",
+                     of.reshape(shape))
     args.finish()
     return out
 
@@ -572,7 +564,8 @@ def _backward(op, dy, y, axis, out):
             _launch_backward(op, args.dtype, dyf, yf, outer, n, inner, of)
         else:
             shape = (outer, n, inner)
-            _cpu_backward(args.dtype, _cpu_parallel())(dyf.reshape(shape), yf.reshape(shape), op == "log_softmax", of.reshape(shape))
+            _cpu.run(_cpu_backward(args.dtype), "rows", yf.size, dyf.reshape(shape), yf.reshape(shape),
+                     op == "log_softmax", of.reshape(shape))
     args.finish()
     return out
 

@@ -50,7 +50,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, float64, int64, njit, prange
 
-from .. import _registry
+from .. import _cpu, _registry
 from .._elementwise import typed
 from .._reduce import block_partial_fn, finish, partials_array, reduce_grid
 from .._runtime import (HOST_KINDS, Args, block_size, device_view, empty_like, host_view, kind, launch_config,
@@ -60,10 +60,7 @@ __all__ = ["REDUCTIONS", "CPU_CHUNK", "Upstream", "check_reduction", "reduction_
            "scalar_result", "upstream_grad", "finish_scalar", "broadcast_operand", "pointwise"]
 
 REDUCTIONS = ("none", "mean", "sum")
-CPU_CHUNK = 4096  # elements per CPU partial sum: fixed, so the CPU sum order does not depend on the thread count
-# Inputs this large take the parallel CPU loop; smaller ones the serial build of the same loop (a parallel build costs
-# ~4x the compile time and loses to thread start-up on small arrays). Both give the same bits: same chunks, same order.
-CPU_PARALLEL_MIN = 1 << 16
+CPU_CHUNK = 4096  # elements per CPU partial sum: fixed, so the sum order does not depend on the build or thread count
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -278,7 +275,7 @@ _LANES = 16  # independent float64 accumulators of a CPU chunk sum (added in a f
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_loop(f, dtype, parallel):
+def _cpu_loop(f, dtype):
     # Per chunk, in stages that LLVM vectorises (loops over contiguous slices from index 0, no runtime flag inside a
     # loop, the loss functions branch-free): the broadcast operands gathered into buffers, then f over the chunk into
     # loss/gradient buffers, then the weight, the sum (_LANES float64 lanes) and the writes. Every input element of the
@@ -344,7 +341,7 @@ def _cpu_loop(f, dtype, parallel):
             total += sums[c]
         return total
 
-    return njit(parallel=True)(loop) if parallel else njit(loop)  # prange is range in the serial build
+    return _cpu.loops(loop)
 
 
 class _Operands:
@@ -423,12 +420,11 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
             else:
                 k["with_grad"][cfg](*common, *up, loss_flat, dx_flat)
     else:
-        loop = _cpu_loop(f, dt, n >= CPU_PARALLEL_MIN)
         if upstream is None:
             upstream = Upstream(ops.x, 0, 0.0)  # forward: no gradient is written
         up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g))
         dummy = ops.x[:0]
-        total = loop(*common, *up, loss_flat if reduction == "none" and loss_flat is not None else dummy,
+        total = _cpu.run(_cpu_loop(f, dt), "pointwise_loss", n, *common, *up, loss_flat if reduction == "none" and loss_flat is not None else dummy,
                      dx_flat if dx_flat is not None else dummy,
                      what != "backward" and reduction == "none", reduce, what != "forward", np.int64(CPU_CHUNK))
         if reduce:

@@ -53,7 +53,7 @@ import numba
 import numpy as np
 from numba import cuda, float64, from_dtype, int64, njit, prange
 
-from .. import _registry
+from .. import _cpu, _registry
 from .._elementwise import typed
 from ..activations import _vecmath
 from .._reduce import block_partial_fn, block_sum_fn, partials_array, reduce_grid
@@ -425,7 +425,6 @@ def _cpu_loops(dtype):
             c += 1
         return (s0 + s1) + (s2 + s3)
 
-    @njit(parallel=True)
     def class_rows(x, t, w, ignore, omeps, eps_c, wsum, dy, dmode, g, loss_rows, dx, want_grad, bad):
         # loss_rows: float64 (N,); dx (N, C) written when want_grad (may be x itself); bad[n] = 1: all -inf row
         n_rows, n_cols = x.shape
@@ -475,7 +474,6 @@ def _cpu_loops(dtype):
                         er[c] = (er[c] * inv) * cy  # (1 - eps) w_y p
                 er[y] -= cy  # - (1 - eps) w_y onehot
 
-    @njit(parallel=True)
     def prob_rows(x, t, w, omeps, eps_c, dy, dmode, g, loss_rows, dx, want_grad, bad):
         # coef_c = w_c (t_c (1 - eps) + eps / C); dx may alias x or t: every element is read before it is written
         n_rows, n_cols = x.shape
@@ -508,7 +506,6 @@ def _cpu_loops(dtype):
                     coef = w[c] * (tr[c] * omeps + eps_c)
                     dr[c] = exp((xr[c] - m) - lsd) * wad - gn * coef  # p sum_k w_k t'_k - w_c t'_c
 
-    @njit(parallel=True)
     def neginf_rows(x, t, ignore, prob, bad):
         # the all -inf row check alone (run first when the gradient overwrites the logits)
         n_rows = x.shape[0]
@@ -517,7 +514,7 @@ def _cpu_loops(dtype):
                 if row_max(x[n]) == ninf:
                     bad[n] = 1
 
-    return class_rows, prob_rows, neginf_rows
+    return _cpu.loops(class_rows), _cpu.loops(prob_rows), _cpu.loops(neginf_rows)
 
 
 def _cpu_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
@@ -533,15 +530,15 @@ def _cpu_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
             row = int(np.argmax(off))
             _raise_bad(c, (row, n_rows), lambda r: int(t[r]))
     if want_grad and (np.may_share_memory(dx, x) or (c.prob and np.may_share_memory(dx, c.t_prob))):
-        neginf_rows(x, c.t_index, np.int64(c.ignore), c.prob, bad)
+        _cpu.run(neginf_rows, "rows", x.size, x, c.t_index, np.int64(c.ignore), c.prob, bad)
         _raise_bad(c, (n_rows, int(np.argmax(bad)) if bad.any() else n_rows), None)
     rows = np.empty(n_rows, np.float64)
     omeps, eps_c = dt.type(1.0 - c.eps), dt.type(c.eps / max(n_cols, 1))
     if want_grad:
         dy, dmode, g = upstream
     else:
-        dy, dmode, g = x.reshape(-1), 0, 0.0
-    gx = dx if want_grad else x[:0]
+        dy, dmode, g = np.zeros(1, dt), 0, 0.0
+    gx = dx if want_grad else np.empty((0, n_cols), dt)
     # the 'mean' denominator, known before the gradient is written
     if c.prob:
         den = float(n_rows)
@@ -553,12 +550,12 @@ def _cpu_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
         scale = 1.0 / den if den != 0 else 0.0
     if n_rows:
         if c.prob:
-            prob_rows(x, c.t_prob, c.w, omeps, eps_c, dy, np.int64(dmode), dt.type(g * scale), rows, gx,
-                      want_grad, bad)
+            _cpu.run(prob_rows, "rows", x.size, x, c.t_prob, c.w, omeps, eps_c, dy, np.int64(dmode),
+                     dt.type(g * scale), rows, gx, want_grad, bad)
         else:
             wsum = dt.type(np.sum(c.w, dtype=np.float64))
-            class_rows(x, c.t_index, c.w, np.int64(c.ignore), omeps, eps_c, wsum, dy, np.int64(dmode),
-                       dt.type(g * scale), rows, gx, want_grad, bad)
+            _cpu.run(class_rows, "rows", x.size, x, c.t_index, c.w, np.int64(c.ignore), omeps, eps_c, wsum, dy,
+                     np.int64(dmode), dt.type(g * scale), rows, gx, want_grad, bad)
     if bad.any():
         _raise_bad(c, (n_rows, int(np.argmax(bad))), None)
     if loss_rows_out is not None:

@@ -30,7 +30,7 @@ import functools
 import numpy as np
 from numba import cuda, float64, from_dtype, int64, njit, prange
 
-from .. import _registry
+from .. import _cpu, _registry
 from .._elementwise import typed
 from .._reduce import block_partial_fn, partials_array, reduce_grid
 from .._runtime import Args, block_size, check_real, dtype_of, kind, launch_config
@@ -179,7 +179,6 @@ def _cpu_loop(dtype):
     term = _math(dtype)
     to_dt = np.dtype(dtype).type
 
-    @njit(parallel=True)
     def rows_loop(x, t, w, margin, p, inv_c, dy, dmode, g, loss_rows, dx, want_grad):
         # loss_rows float64 (N,); dx (N, C) may be x itself: x[n, y] is read first, dx[n, y] written last
         n_rows, n_cols = x.shape
@@ -203,7 +202,7 @@ def _cpu_loop(dtype):
                         dx[n, c] = k * dv
                 dx[n, y] = -(k * to_dt(d))
 
-    return rows_loop
+    return _cpu.loops(rows_loop)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -293,8 +292,8 @@ def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None
         rows = np.empty(n_rows, np.float64)
         if n_rows:
             dy, dmode, g = up if up else (x.reshape(-1), np.int64(0), dt.type(0))
-            _cpu_loop(dt)(x, t, w, tm, tp, inv_c, dy, dmode, g, rows, dxv if dx is not None else x[:0],
-                          dx is not None)
+            _cpu.run(_cpu_loop(dt), "rows", x.size, x, t, w, tm, tp, inv_c, dy, dmode, g, rows,
+                     dxv if dx is not None else np.empty((0, 0), dt), dx is not None)
         if what != "backward":
             if reduction == "none":
                 loss_rows[...] = rows

@@ -74,7 +74,7 @@ from collections.abc import Mapping
 import numpy as np
 from numba import cuda, float64, int64, njit, prange
 
-from .. import _registry
+from .. import _cpu, _registry
 from .._reduce import block_partial_fn
 from .._runtime import (FLOAT_DTYPES, HOST_KINDS, _is_c_contiguous, _require_device, block_size, check_real,
                         device_view, dtype_of, host_view, kind, simulator)
@@ -83,7 +83,6 @@ MAX_TENSORS_PER_LAUNCH = 24
 CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 params -> 1024 chunks, enough blocks to fill an H100
 CHUNK_SIM = 64           # in the simulator: small, so that tests with a few hundred elements cross chunk borders
 CHUNK_CPU = 1 << 16      # the CPU check pass's fixed chunk (determinism does not depend on the thread count)
-PARALLEL_MIN = 1 << 16   # CPU arrays at least this large use the parallel loops; smaller ones a plain loop
 F64_MAX = float(np.finfo(np.float64).max)
 N_STATE = 3              # state tensors an optimizer may keep per parameter (Adam: m, v, vmax)
 
@@ -163,11 +162,9 @@ def check_kernel(block):
 # CPU path
 # ----------------------------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def step_cpu(update, dtype, parallel, uses):
-    """One pass over one parameter: the same scalar math as the kernel, state read and written in place.
-
-    ``parallel``: a ``prange`` loop (large arrays) or a plain loop (small ones, where waking threads costs more).
-    ``uses`` (which state tensors exist) is a compile-time constant here: a conditional load or store in the loop
+def step_cpu(update, dtype, uses):
+    """One pass over one parameter (``_cpu.Loops``): the same scalar math as the kernel, state read and written in
+    place. ``uses`` (which state tensors exist) is a compile-time constant here: a conditional load or store in the loop
     body keeps LLVM from vectorizing it (measured: 2-3x slower on 2^24 float32 Adam), so each combination an
     optimizer uses (at most 4) gets its own loop. The GPU kernel takes them as arguments instead."""
     (zero,) = _typed(dtype, 0.0)
@@ -186,7 +183,7 @@ def step_cpu(update, dtype, parallel, uses):
             if use2:
                 s2[i] = d
 
-    return njit(parallel=parallel, error_model="numpy")(_optim_step_cpu)
+    return _cpu.loops(_optim_step_cpu)
 
 
 def _grad_sum(g, chunk):
@@ -214,7 +211,7 @@ def _grad_sum(g, chunk):
     return total, nbad
 
 
-_grad_sum_cpu = {True: njit(parallel=True)(_grad_sum), False: njit(_grad_sum)}
+_grad_sum_cpu = _cpu.loops(_grad_sum)
 
 
 def _typed(dtype, *values):
@@ -492,7 +489,7 @@ class Optimizer:
             else:
                 for i in group.indices:
                     if flat[i].size:
-                        s, b = _grad_sum_cpu[flat[i].size >= PARALLEL_MIN](flat[i], CHUNK_CPU)
+                        s, b = _cpu.run(_grad_sum_cpu, "optim", flat[i].size, flat[i], CHUNK_CPU)
                         sq += s
                         bad += b
         return sq, bad, launches
@@ -513,7 +510,7 @@ class Optimizer:
             n = group.views[pos].size
             if n:
                 st = [group.state_slice(s, pos) if uses[s] else group.dummy for s in range(N_STATE)]
-                step_cpu(update, group.dtype, n >= PARALLEL_MIN, uses)(group.views[pos], flat[i], *st, h)
+                _cpu.run(step_cpu(update, group.dtype, uses), "optim", n, group.views[pos], flat[i], *st, h)
         return 0
 
     def _after_step(self, hp):
