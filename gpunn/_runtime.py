@@ -239,6 +239,55 @@ def _is_c_contiguous(x) -> bool:
     return device_view(x).is_c_contiguous()
 
 
+def is_read_only(x) -> bool:
+    """True for a NumPy array that is not writeable, or a device array whose interface says read-only."""
+    k = kind(x)
+    if k in HOST_KINDS:
+        return not host_view(x).flags.writeable
+    if k in ("numba", "cupy", "torch_cuda"):
+        return False
+    return bool(x.__cuda_array_interface__["data"][1])
+
+
+def _host_memory(x):
+    """The NumPy array behind a host array or a simulator device array (None for real device memory)."""
+    if kind(x) in HOST_KINDS:
+        return host_view(x)
+    return getattr(x, "_ary", None) if simulator() else None
+
+
+def _device_extent(x):
+    """(start pointer, first byte, end byte, shape, strides) of a device array's memory."""
+    cai = device_view(x).__cuda_array_interface__ if kind(x) in ("numba",) else x.__cuda_array_interface__
+    ptr = int(cai["data"][0])
+    shape = tuple(int(s) for s in cai["shape"])
+    itemsize = np.dtype(cai["typestr"]).itemsize
+    strides = cai.get("strides") or tuple(int(np.prod(shape[k + 1:], dtype=np.int64)) * itemsize
+                                          for k in range(len(shape)))
+    lo = ptr + sum(min(0, (n - 1) * st) for n, st in zip(shape, strides))
+    hi = ptr + sum(max(0, (n - 1) * st) for n, st in zip(shape, strides)) + itemsize
+    return ptr, lo, hi, shape, tuple(strides)
+
+
+def overlap(a, b) -> str | None:
+    """How the memory of arrays ``a`` and ``b`` (same side) relates: "same" (same start, shape and strides: in place),
+    "partial" (any other sharing), or None (disjoint; empty arrays never overlap)."""
+    if int(np.prod(a.shape, dtype=np.int64)) == 0 or int(np.prod(b.shape, dtype=np.int64)) == 0:
+        return None
+    ha, hb = _host_memory(a), _host_memory(b)
+    if ha is not None and hb is not None:
+        if not np.shares_memory(ha, hb):
+            return None
+        same = (ha.__array_interface__["data"][0] == hb.__array_interface__["data"][0]
+                and ha.shape == hb.shape and ha.strides == hb.strides)
+        return "same" if same else "partial"
+    pa, loa, hia, sha, sta = _device_extent(a)
+    pb, lob, hib, shb, stb = _device_extent(b)
+    if hia <= lob or hib <= loa:
+        return None
+    return "same" if (pa, sha, sta) == (pb, shb, stb) else "partial"
+
+
 def empty_like(x, shape, dtype):
     """A new array of the same kind (library, device) as ``x``."""
     dtype = np.dtype(dtype)
@@ -297,6 +346,7 @@ class Args:
         self.device = False
         self.dtype = None
         self._pending = []
+        self._outputs = set()
         for name, x in arrays.items():
             if x is None:
                 continue
@@ -341,16 +391,30 @@ class Args:
             raise ValueError(f"{name} has shape {tuple(a.shape)} but {other} has shape {tuple(b.shape)}")
 
     def output(self, name, out, shape, dtype=None, like=None):
-        """Check a user-given ``out`` (kind, shape, dtype) or allocate one like ``like`` (default: the first array)."""
+        """Check a user-given ``out`` (kind, shape, dtype, writable, no partial overlap with an input) or allocate one
+        like ``like`` (default: the first array)."""
         dtype = np.dtype(dtype or self.dtype)
         shape = tuple(int(s) for s in shape)
         if out is None:
             out = empty_like(self._arrays[like or self.first], shape, dtype)
             self._arrays[name] = out
+            self._outputs.add(name)
             return out
         self.add(name, out, dtype=dtype)
         if tuple(out.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(out.shape)}")
+        if is_read_only(out):
+            raise ValueError(f"{name} is read-only")
+        for other, x in self._arrays.items():
+            if other == name:
+                continue
+            relation = overlap(out, x)
+            if other in self._outputs and relation is not None:
+                raise ValueError(f"{name} and {other} share memory: the results need separate arrays")
+            if relation == "partial":
+                raise ValueError(f"{name} overlaps {other} without being the same array (same memory, shape and "
+                                 f"strides): pass a separate {name}, or {other} itself to work in place")
+        self._outputs.add(name)
         if not _is_c_contiguous(out):
             if self.device:
                 raise ValueError(f"{name} must be C-contiguous for a device call")

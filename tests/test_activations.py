@@ -19,7 +19,7 @@ from helpers import SHAPES, TOL, assert_close, get, poisoned, put
 
 DTYPES = [np.float32, np.float64]
 SQRT1_2 = 1 / math.sqrt(2)
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 # ---- naive float64 references, straight from the formulas (REFERENCE.md) ---------------------------------------------
@@ -28,12 +28,16 @@ def _sig(z):
         return 1 / (1 + np.exp(-z))
 
 
+def _phi_cdf(x):
+    return 0.5 * _erfc(-x * SQRT1_2)  # = (1 + erf(x / sqrt 2)) / 2, without its cancellation in the left tail
+
+
 def ref_gelu(x):
-    return 0.5 * x * (1 + _erf(x * SQRT1_2))
+    return x * _phi_cdf(x)
 
 
 def ref_gelu_backward(dy, x):
-    cdf = 0.5 * (1 + _erf(x * SQRT1_2))
+    cdf = _phi_cdf(x)
     pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
     return dy * (cdf + x * pdf)
 

@@ -423,9 +423,10 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
         if upstream is None:
             upstream = Upstream(ops.x, 0, 0.0)  # forward: no gradient is written
         up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g))
-        dummy = ops.x[:0]
-        total = _cpu.run(_cpu_loop(f, dt), "pointwise_loss", n, *common, *up, loss_flat if reduction == "none" and loss_flat is not None else dummy,
-                     dx_flat if dx_flat is not None else dummy,
+        unused = np.empty(0, dt)  # a writable stand-in for an output the call does not write
+        total = _cpu.run(_cpu_loop(f, dt), "pointwise_loss", n, *common, *up,
+                         loss_flat if reduction == "none" and loss_flat is not None else unused,
+                         dx_flat if dx_flat is not None else unused,
                      what != "backward" and reduction == "none", reduce, what != "forward", np.int64(CPU_CHUNK))
         if reduce:
             loss_flat[0] = total * reduction_scale(reduction, n)

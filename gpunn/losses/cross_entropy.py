@@ -243,7 +243,7 @@ def _device_kernels(dtype, block, prob):
             loss = zero
             den = zero
             if prob:
-                if m == ninf:
+                if m == ninf and s == zero:  # all -inf (a NaN row has s = NaN and gives NaN, as PyTorch)
                     cuda.atomic.min(flags, 1, row)
                 else:
                     loss = wa * ls + a  # sum_c coef_c ((m - x_c) + ls)
@@ -253,7 +253,7 @@ def _device_kernels(dtype, block, prob):
                 if y != ignore:
                     if y < 0 or y >= n_cols:
                         cuda.atomic.min(flags, 0, row)  # never read x[row, y] out of bounds
-                    elif m == ninf:
+                    elif m == ninf and s == zero:
                         cuda.atomic.min(flags, 1, row)
                     else:
                         wy = w[y]
@@ -384,7 +384,7 @@ def _raise_bad(c, bad, target_at):
 def _cpu_loops(dtype):
     # Written so that LLVM vectorises the long loops: 1-D row views, a branch-free exp map (gpunn's polynomial float32
     # exp from activations/_vecmath: Numba has no vector expf without Intel SVML), sums with four float64 accumulators.
-    zero, one, ninf, inf = typed(dtype, 0.0, 1.0, -math.inf, math.inf)
+    zero, one, ninf, inf, nan = typed(dtype, 0.0, 1.0, -math.inf, math.inf, math.nan)
     to_dt = np.dtype(dtype).type
     exp = _vecmath.for_dtype(dtype)[0]
 
@@ -405,6 +405,13 @@ def _cpu_loops(dtype):
         m0 = m1 if m1 > m0 else m0
         m2 = m3 if m3 > m2 else m2
         return m2 if m2 > m0 else m0
+
+    @njit(inline="always")
+    def nan_row(xr):
+        for c in range(xr.size):
+            if xr[c] != xr[c]:
+                return True
+        return False
 
     @njit(inline="always")
     def exp_row(xr, m, er):
@@ -441,8 +448,13 @@ def _cpu_loops(dtype):
                         dr[c] = zero
                 continue
             m = row_max(xr)
-            if m == ninf:
-                bad[n] = 1
+            if m == ninf:  # all -inf (an input error) or NaN (NaN loss and gradient, as PyTorch)
+                if nan_row(xr):
+                    loss_rows[n] = np.nan
+                    if want_grad:
+                        dx[n, :] = nan
+                else:
+                    bad[n] = 1
                 continue
             xy = xr[y]
             a = 0.0  # float64 sum_c w_c (m - x_c), for smoothing; read before the row is overwritten
@@ -483,7 +495,12 @@ def _cpu_loops(dtype):
             loss_rows[n] = 0.0
             m = row_max(xr)
             if m == ninf:
-                bad[n] = 1
+                if nan_row(xr):
+                    loss_rows[n] = np.nan
+                    if want_grad:
+                        dx[n, :] = nan
+                else:
+                    bad[n] = 1
                 continue
             a = 0.0
             wa = 0.0
@@ -511,7 +528,7 @@ def _cpu_loops(dtype):
         n_rows = x.shape[0]
         for n in prange(n_rows):
             if prob or t[n] != ignore:
-                if row_max(x[n]) == ninf:
+                if row_max(x[n]) == ninf and not nan_row(x[n]):
                     bad[n] = 1
 
     return _cpu.loops(class_rows), _cpu.loops(prob_rows), _cpu.loops(neginf_rows)
@@ -601,6 +618,8 @@ def _check(logits, target, weight, ignore_index, label_smoothing, reduction):
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
     c.ignore = int(ignore_index)
+    if not -2**63 <= c.ignore < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {c.ignore}")
     if c.prob and c.ignore != -100:
         raise ValueError("ignore_index is not supported with probability targets (leave it at -100)")
     c.eps = check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)

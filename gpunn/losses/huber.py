@@ -9,7 +9,8 @@ Smooth L1 (beta >= 0) = huber(delta=beta) / beta:
     l = 0.5 d^2 / beta               if |d| < beta
         |d| - 0.5 beta               otherwise
     dl/dx = d / beta if |d| < beta else sign(d)
-    beta = 0 is exactly the L1 loss (PyTorch routes it to l1_loss); beta < 0 is an error.
+    beta = 0 is exactly the L1 loss (PyTorch routes it to l1_loss), and so is a beta that rounds to 0 in the data's
+    dtype (0 < beta < 7e-46 in float32); beta < 0 is an error.
 
 Reductions 'none' | 'mean' (sum / numel; NaN for an empty input) | 'sum'; the gradient is times the upstream gradient
 and 1/numel for 'mean'. NaN propagates into loss and gradient.
@@ -20,7 +21,7 @@ import functools
 from numba import njit
 
 from .._elementwise import typed
-from .._runtime import check_real
+from .._runtime import FLOAT_DTYPES, check_real, dtype_of, kind
 from . import _common
 from . import l1 as _l1
 
@@ -66,8 +67,12 @@ def _check_delta(delta):
     return check_real("delta", delta, low=0.0, low_open=True)
 
 
-def _check_beta(beta):
-    return check_real("beta", beta, low=0.0)
+def _check_beta(beta, input):
+    """beta as a float; 0.0 also when it rounds to 0 in the input's dtype (then the loss is exactly l1)."""
+    beta = check_real("beta", beta, low=0.0)
+    if kind(input) is not None and dtype_of(input) in FLOAT_DTYPES and dtype_of(input).type(beta) == 0:
+        return 0.0
+    return beta
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
@@ -150,7 +155,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None):
         >>> gpunn.smooth_l1_loss(np.array([0.5, 3.0]), np.zeros(2), beta=2.0, reduction="none")
         array([0.0625, 2.    ])
     """
-    beta = _check_beta(beta)
+    beta = _check_beta(beta, input)
     if beta == 0.0:
         return _common.pointwise(_l1._math, "forward", input, target, reduction, out=out)
     return _common.pointwise(_smooth_l1_math, "forward", input, target, reduction, out=out, a=beta, b=0.5 * beta)
@@ -170,7 +175,7 @@ def smooth_l1_loss_backward(input, target, beta=1.0, reduction="mean", grad=None
         >>> gpunn.smooth_l1_loss_backward(np.array([0.5, 3.0]), np.zeros(2), beta=2.0, reduction="sum")
         array([0.25, 1.  ])
     """
-    beta = _check_beta(beta)
+    beta = _check_beta(beta, input)
     if beta == 0.0:
         return _common.pointwise(_l1._math, "backward", input, target, reduction, grad=grad, out=out)
     return _common.pointwise(_smooth_l1_math, "backward", input, target, reduction, grad=grad, out=out,
@@ -186,7 +191,7 @@ def smooth_l1_loss_with_grad(input, target, beta=1.0, reduction="mean", grad=Non
         >>> float(loss), dx
         (2.0625, array([0.25, 1.  ]))
     """
-    beta = _check_beta(beta)
+    beta = _check_beta(beta, input)
     if beta == 0.0:
         return _common.pointwise(_l1._math, "with_grad", input, target, reduction, grad=grad)
     return _common.pointwise(_smooth_l1_math, "with_grad", input, target, reduction, grad=grad, a=beta, b=0.5 * beta)

@@ -298,12 +298,16 @@ class Optimizer:
     EXTRA: dict = {}  # extra state_dict entries: name -> "bool" (e.g. SGD's momentum_initialized)
 
     def __init__(self, params, hyper: dict):
-        params = list(params) if not isinstance(params, (list, tuple)) else list(params)
+        if kind(params) is not None:
+            raise TypeError(f"params must be a list of arrays, got one {type(params).__name__} of shape "
+                            f"{tuple(params.shape)}: pass [params] to step it as one parameter")
+        params = list(params)
         if not params:
             raise ValueError("params is empty: give a list of parameter arrays")
         self._check_hyper(hyper)
         self._params = params
         self.device = self._check_params(params)
+        _check_disjoint(params)
         shapes, dtypes, groups = [], [], {}
         for i, x in enumerate(params):
             shapes.append(tuple(int(s) for s in x.shape))
@@ -595,8 +599,9 @@ class Optimizer:
             if key in known:
                 continue
             sname, _, idx = key.rpartition(".")
-            if sname not in self.STATE or not idx.isdigit() or int(idx) >= n:
-                raise ValueError(f"state_dict has an unknown entry {key!r} for {self.NAME}")
+            if sname not in self.STATE or not idx.isdigit() or int(idx) >= n or idx != str(int(idx)):
+                raise ValueError(f"state_dict has an unknown entry {key!r} for {self.NAME} (state entries are "
+                                 f"'<name>.<i>' with i in 0..{n - 1} written without leading zeros)")
             s, i = self.STATE.index(sname), int(idx)
             arr = sd[key]
             if kind(arr) is None:
@@ -645,6 +650,34 @@ class Optimizer:
 
     def _math(self, dtype):
         raise NotImplementedError
+
+
+def _check_disjoint(params):
+    """ValueError naming two parameters that share memory (the same array twice would be stepped twice)."""
+    spans = []
+    for i, x in enumerate(params):
+        n = int(np.prod(x.shape, dtype=np.int64))
+        if n:
+            start = _address(x)
+            spans.append((start, start + n * dtype_of(x).itemsize, i))
+    spans.sort()
+    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        if start < end:
+            i, j = sorted((i, j))
+            raise ValueError(f"params[{i}] and params[{j}] share memory: each parameter must be passed once, and "
+                             "views of one buffer must not overlap")
+
+
+def _address(x):
+    """The address of a C-contiguous array's first element (host or device; simulator arrays: their host memory)."""
+    k = kind(x)
+    if k in HOST_KINDS:
+        return host_view(x).__array_interface__["data"][0]
+    if simulator():
+        return device_view(x)._ary.__array_interface__["data"][0]
+    if k == "torch_cuda":
+        return x.data_ptr()
+    return int(device_view(x).__cuda_array_interface__["data"][0])
 
 
 def _to_host(x):
