@@ -18,7 +18,8 @@ import numpy as np
 from numba import cuda, int64, prange
 
 from . import _cpu
-from ._runtime import Args, launch_config
+from ._args import Args
+from ._launch import Kernel, block_size
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,39 +50,48 @@ def _map2(f):
     return kernel, _cpu.loops(cpu)
 
 
-def _run(kernels, args, names, params, cpu_loops=None):
+SIGNATURES = {1: "void({0}[::1], {0}, {0}, {0}[::1])", 2: "void({0}[::1], {0}[::1], {0}, {0}, {0}[::1])"}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(f, arity, dtype):
+    build = _map1 if arity == 1 else _map2
+    return Kernel(build(f)[0], SIGNATURES[arity].format(np.dtype(dtype).name), f"map{arity}[{f.__name__}]")
+
+
+def _run(f, arity, args, names, params, cpu_loops=None):
     arrays = [args.flat(n) for n in names]
     n = arrays[-1].size
     if n:
-        kernel, cpu = kernels
-        if cpu_loops is not None and not args.device:
-            cpu = cpu_loops(args.dtype)
         scalars = [args.dtype.type(p) for p in params]
         call = arrays[:-1] + scalars + arrays[-1:]
         if args.device:
-            blocks, threads = launch_config(n)
-            kernel[blocks, threads](*call)
+            kernel = _kernel(f, arity, args.dtype)
+            block = block_size()
+            kernel(kernel.grid(n, block), block, args.stream, *call)
         else:
-            _cpu.run(cpu, "elementwise", n, *call)
+            build = _map1 if arity == 1 else _map2
+            loops = cpu_loops(args.dtype) if cpu_loops is not None else build(f)[1]
+            _cpu.run(loops, "elementwise", n, *call)
     args.finish()
 
 
-def forward(f_for_dtype, x, out, a=0.0, b=0.0):
+def forward(f_for_dtype, x, out, a=0.0, b=0.0, stream=None):
     """``out = f(x)`` elementwise; ``f_for_dtype(dtype)`` gives the op's scalar njit function for that dtype."""
-    args = Args(x=x)
+    args = Args(stream=stream, x=x)
     out = args.output("out", out, x.shape)
-    _run(_map1(f_for_dtype(args.dtype)), args, ["x", "out"], (a, b))
+    _run(f_for_dtype(args.dtype), 1, args, ["x", "out"], (a, b))
     return out
 
 
-def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x", cpu_loops=None):
+def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x", cpu_loops=None, stream=None):
     """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh).
     ``cpu_loops(dtype)``, if given, supplies the op's own CPU loops (``_cpu.Loops``), same arguments as ``_map2``'s
     (for an op whose generic loop LLVM compiles poorly); the CUDA kernel is always the generic one."""
-    args = Args(dy=dy, **{x_name: x})
+    args = Args(stream=stream, dy=dy, **{x_name: x})
     args.same_shape("dy", x_name)
     out = args.output("out", out, x.shape)
-    _run(_map2(f_for_dtype(args.dtype)), args, ["dy", x_name, "out"], (a, b), cpu_loops)
+    _run(f_for_dtype(args.dtype), 2, args, ["dy", x_name, "out"], (a, b), cpu_loops)
     return out
 
 
@@ -95,7 +105,5 @@ def register(name, forward_math, backward_math):
     """Register an elementwise op's forward and backward kernels with the kernel build check."""
     from . import _registry
 
-    _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt))[0],
-                         lambda dt: f"void({dt}[::1], {dt}, {dt}, {dt}[::1])")
-    _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt))[0],
-                         lambda dt: f"void({dt}[::1], {dt}[::1], {dt}, {dt}, {dt}[::1])")
+    _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt))[0], SIGNATURES[1].format)
+    _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt))[0], SIGNATURES[2].format)

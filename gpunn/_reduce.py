@@ -1,8 +1,8 @@
 """Deterministic sums on the device: block partials, then a fixed-order final pass. No float atomics.
 
 Reductions accumulate in float64 (per thread, across the block tree and in the final pass), whatever the data's
-dtype, so that a mean over 10^8 float32 values keeps about 15 digits before its final rounding (REFERENCE "numerics
-habits": a sum accumulates in float64 or in tree order, never a long float32 chain). These are the only gpunn kernels
+dtype, so that a mean over 10^8 float32 values keeps about 15 digits before its final rounding (a sum accumulates in
+float64 or in tree order, never in a long float32 chain). These are the only gpunn kernels
 with float64 arithmetic on float32 data; the kernel build check knows them by name (``_sum`` in the name).
 
 How a kernel uses this module (the same grid for the same size, so the same bits every run)::
@@ -16,7 +16,7 @@ How a kernel uses this module (the same grid for the same size, so the same bits
             acc += value(i)
         block_partial(acc, partials, 0)           # block tree-sum, thread 0 writes partials[row, blockIdx.x]
 
-    finish(partials, scale, out)                 # out[row] = scale * sum(partials[row, :]), fixed order
+    finish(partials, scale, out, stream)         # out[row] = scale * sum(partials[row, :]), fixed order
 """
 
 import functools
@@ -24,7 +24,8 @@ import functools
 import numpy as np
 from numba import cuda, float64, int64
 
-from ._runtime import block_size, launch_config
+from ._launch import Kernel, block_size, sm_count, typed_view, workspace
+from ._runtime import simulator
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,45 +89,31 @@ def _finish_kernel(block):
     return _finish_sum_kernel
 
 
-def reduce_grid(n, max_blocks=None):
+def reduce_grid(n):
     """(blocks, threads) for a reduction over ``n`` items: depends on ``n`` and the device only (determinism)."""
-    blocks, threads = launch_config(max(n, 1), blocks_per_sm=4)
-    if max_blocks is not None:
-        blocks = min(blocks, max_blocks)
-    return blocks, threads
+    threads = block_size()
+    if simulator():
+        return (1 if n <= threads else 2), threads
+    return max(1, min(-(-max(n, 1) // threads), sm_count() * 4)), threads
 
 
-def partials_array(rows, blocks):
-    return cuda.device_array((rows, blocks), np.float64)
-
-
-def finish(partials, scale, out):
-    """``out[r] = scale * sum_j partials[r, j]`` (float64 sum, fixed order); ``out`` a 1-D device array of any
-    float dtype with ``partials.shape[0]`` entries; ``scale`` a Python float (a kernel argument: no host copy)."""
-    block = block_size()
-    _finish_kernel(block)[partials.shape[0], block](partials, np.float64(scale), out)
+def partials(args, rows, blocks, slot="partials"):
+    """A float64 (rows, blocks) workspace for block partials of ``args``' call (on its stream)."""
+    buf = workspace(args.array(args.first), rows * blocks * 8, args.stream, slot)
+    return typed_view(buf, np.float64, (rows, blocks))
 
 
 @functools.lru_cache(maxsize=None)
-def _sum_kernel(block):
-    block_partial = block_partial_fn(block)
-
-    @cuda.jit
-    def _array_sum_kernel(x, partials):
-        acc = float64(0.0)
-        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            acc += x[i]
-        block_partial(acc, partials, 0)
-
-    return _array_sum_kernel
+def _finish(block, dtype):
+    return Kernel(_finish_kernel(block), f"void(float64[:, ::1], float64, {np.dtype(dtype).name}[::1])",
+                  "reduce_finish_sum")
 
 
-def device_sum(x, out, scale=1.0):
-    """``out[0] = scale * sum(x)`` for a 1-D device array ``x``, deterministic (two launches)."""
-    blocks, threads = reduce_grid(x.size)
-    partials = partials_array(1, blocks)
-    _sum_kernel(threads)[blocks, threads](x, partials)
-    finish(partials, scale, out)
+def finish(partials, scale, out, stream):
+    """``out[r] = scale * sum_j partials[r, j]`` (float64 sum, fixed order); ``out`` a 1-D device array of any
+    float dtype with ``partials.shape[0]`` entries; ``scale`` a Python float (a kernel argument: no host copy)."""
+    block = block_size()
+    _finish(block, out.dtype)(partials.shape[0], block, stream, partials, np.float64(scale), out)
 
 
 def _register():
@@ -135,8 +122,6 @@ def _register():
     block = 256  # the GPU block size (block_size() outside the simulator)
     _registry.for_dtypes("reduce_finish_sum", lambda dt: _finish_kernel(block),
                          lambda dt: f"void(float64[:, ::1], float64, {dt}[::1])", f64_accumulator=True)
-    _registry.for_dtypes("reduce_array_sum", lambda dt: _sum_kernel(block),
-                         lambda dt: f"void({dt}[::1], float64[:, ::1])", f64_accumulator=True)
 
 
 _register()

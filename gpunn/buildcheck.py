@@ -37,7 +37,7 @@ from fnmatch import fnmatchcase
 DEFAULT_CCS = ((8, 0), (9, 0))
 
 # Modules register their kernels when imported, so every module of the package is imported (pkgutil): the op
-# packages (activations, losses, optim), the machinery (_elementwise, _reduce, _strided) and anything added later
+# packages (activations, losses, optim), the machinery (_elementwise, _reduce, _copy) and anything added later
 # (gpunn/app/linear.py registers its layer kernels); a new module is checked as soon as it exists.
 # Not imported: gpunn.__main__ (it runs the command line).
 SKIP_MODULES = ("gpunn.__main__",)
@@ -150,23 +150,8 @@ def import_all() -> dict[str, str]:
     return errors
 
 
-def _strided_specs():
-    """The strided-gather kernels of gpunn/_strided.py, in _registry style (that module registers none itself): one
-    kernel per rank 1..MAX_NDIM, launched as ``kernel(x (any strides, rank r), out (1-D, C-contiguous))``."""
-    from . import _strided
-    from ._registry import KernelSpec
-
-    specs = []
-    for ndim in range(1, _strided.MAX_NDIM + 1):
-        for dt in ("float32", "float64"):
-            x_type = f"{dt}[{', '.join([':'] * ndim)}]"
-            specs.append(KernelSpec(f"strided_gather_{ndim}d[{dt}]", (lambda r=ndim: _strided._gather_kernel(r)),
-                                    f"void({x_type}, {dt}[::1])", dt))
-    return specs
-
-
 def collect(pattern: str | None = None):
-    """(specs, import_errors, aliases): the registered kernels (plus the strided gathers), each distinct build once,
+    """(specs, import_errors, aliases): the registered kernels, each distinct build once,
     optionally filtered by ``pattern`` (a substring, or a glob when it contains * ? [). ``aliases`` maps the name of
     a registration that is the very same build as an earlier one (same dispatcher, same signature: e.g. a kernel
     registered once per target dtype that does not read the targets) to the name that is checked for it."""
@@ -174,8 +159,6 @@ def collect(pattern: str | None = None):
     from ._registry import KERNELS
 
     specs = list(KERNELS)
-    if "gpunn._strided" not in errors:
-        specs += _strided_specs()
     if pattern:
         glob = any(c in pattern for c in "*?[")
         specs = [s for s in specs if (fnmatchcase(s.name, pattern) if glob else pattern in s.name)]

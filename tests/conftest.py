@@ -35,6 +35,15 @@ if _runtime.simulator():
     sys.setswitchinterval(1e-4)
 
 
+@pytest.fixture(autouse=True)
+def _no_device_errors_across_tests():
+    """Device input errors wait for gpunn.synchronize(); one test's must not surface in the next."""
+    yield
+    from gpunn import _errors
+
+    _errors.discard()
+
+
 @pytest.fixture(params=MODES)
 def mode(request):
     """'cpu': NumPy arrays take the CPU path. 'device': the same data through gpunn.to_device, so the CUDA kernels run

@@ -95,15 +95,15 @@ def test_the_registered_kernels_are_the_ones_checked_at_both_targets(full_report
     specs, errors, aliases = buildcheck.collect()
     assert not errors, errors
     registered = {spec.name for spec in _registry.KERNELS}
-    assert {"relu_forward[float32]", "relu_backward[float64]", "reduce_array_sum[float32]"} <= registered
+    assert {"relu_forward[float32]", "relu_backward[float64]", "reduce_finish_sum[float32]"} <= registered
     assert registered - set(aliases) <= {s.name for s in specs}  # every registration is checked, or is an alias
     expected = specs if FULL else buildcheck.quick_subset(specs)
     checked = [(r["name"], r["cc"]) for r in full_report["rows"]]
     assert sorted(checked) == sorted((s.name, cc) for s in expected for cc in TARGETS)
     assert full_report["aliases"] == aliases
-    # every op module is reached, the strided gathers (which _strided.py does not register) included
+    # every op module is reached, the device copies included
     modules = {buildcheck.home_module(s.build()) for s in specs}
-    assert {"gpunn.activations.relu", "gpunn._reduce", "gpunn._strided"} <= modules
+    assert {"gpunn.activations.relu", "gpunn._reduce", "gpunn._copy"} <= modules
     assert modules == {buildcheck.home_module(s.build()) for s in expected}
     assert full_report["targets"] == TARGETS
     assert len(full_report["rows"]) == 2 * full_report["kernels"]

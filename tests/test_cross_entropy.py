@@ -336,7 +336,7 @@ def test_non_contiguous_host_out(rng):
 def test_long_rows_several_chunks(mode, dtype, rng):
     """C = 3 chunks + 5 (several blocks per row on the device): the partial max/sum merge, with the row max in the
     last chunk, a first chunk of -inf only, and smoothing/weights (the shifted coefficient sums)."""
-    block = gpunn._runtime.block_size()
+    block = gpunn._launch.block_size()
     group, chunk, n_chunks = row_layout(10**9, block)
     n_cols = 3 * chunk + 5
     assert row_layout(n_cols, block)[2] == 4
@@ -380,7 +380,7 @@ def test_reduced_loss_stays_on_device(rng):
         pytest.skip("no GPU and the simulator is off")
     x, t, kw = make_case(rng, (4, 3), np.float32, "int64", "plain")
     loss = cross_entropy(gpunn.to_device(x), gpunn.to_device(t))
-    assert gpunn._runtime.is_device_array(loss) and loss.shape == () and loss.dtype == np.float32
+    assert gpunn._arrays.is_device_array(loss) and loss.shape == () and loss.dtype == np.float32
     assert_close(np.float32(float(loss)), ref_cross_entropy(x, t)[0], np.float32)
 
 
@@ -388,19 +388,44 @@ def test_reduced_loss_stays_on_device(rng):
 @pytest.mark.parametrize("bad_target", [3, -1, -100, 7])
 @pytest.mark.parametrize("what", ["forward", "with_grad_in_place"])
 def test_target_out_of_range(mode, what, bad_target, rng):
-    """Found on the host (CPU) or by the kernel (device, flags read after the statistics); nothing is written into a
-    gradient buffer that is the logits themselves."""
+    """Found on the host (CPU, at once) or by the kernel (device: with validate=True the call waits for the check and
+    raises before writing anything, so a gradient buffer that is the logits stays as it was)."""
     x = rng.standard_normal((6, 3)).astype(np.float32)
     t = np.array([0, 1, 2, 1, 0, 2])
     t[4] = bad_target
     ignore = -5 if bad_target == -100 else -100
     xd, td = put(x.copy(), mode), put(t.copy(), mode)
+    kw = {"validate": True} if mode == "device" else {}
     with pytest.raises(ValueError, match=r"target\[4\] = %d" % bad_target):
         if what == "forward":
-            cross_entropy(xd, td, ignore_index=ignore)
+            cross_entropy(xd, td, ignore_index=ignore, **kw)
         else:
-            cross_entropy_with_grad(xd, td, ignore_index=ignore, out=xd)
+            cross_entropy_with_grad(xd, td, ignore_index=ignore, out=xd, **kw)
     assert np.array_equal(get(xd), x) and np.array_equal(get(td), t), "input buffers changed"
+
+
+@pytest.mark.parametrize("bad_target", [3, -1])
+def test_device_target_error_is_raised_at_synchronize(bad_target, rng):
+    """Without validate, a device call does not wait: the bad row's loss and gradient are NaN, the other rows are
+    right, and gpunn.synchronize() (or float() of the loss) raises the error naming the row."""
+    if gpunn.mode() == "cpu":
+        pytest.skip("no GPU and the simulator is off")
+    x = rng.standard_normal((6, 3))
+    t = np.array([0, 1, 2, 1, 0, 2])
+    t[4] = bad_target
+    rows, dx = cross_entropy_with_grad(put(x, "device"), put(t, "device"), reduction="none")
+    rows, dx = get(rows), get(dx)
+    assert np.isnan(rows[4]) and np.isnan(dx[4]).all()
+    good = np.arange(6) != 4
+    ref_rows, ref_dx = ref_cross_entropy(x[good], t[good], reduction="none")
+    assert_close(rows[good], ref_rows, np.float64)
+    assert_close(dx[good], ref_dx, np.float64)
+    with pytest.raises(ValueError, match=r"target\[4\] = %d" % bad_target):
+        gpunn.synchronize()
+    gpunn.synchronize()  # reported once
+    loss = cross_entropy(put(x, "device"), put(t, "device"))
+    with pytest.raises(ValueError, match=r"target\[4\]"):
+        float(loss)
 
 
 @pytest.mark.parametrize("target", ["int64", "probs"])
@@ -409,11 +434,17 @@ def test_row_of_all_neg_inf(mode, target, rng):
     x[3] = -np.inf
     t = np.array([0, 1, 2, 3, 0]) if target == "int64" else np.full((5, 4), 0.25)
     xd, td = put(x.copy(), mode), put(t.copy(), mode)
+    kw = {"validate": True} if mode == "device" else {}
     with pytest.raises(ValueError, match="logits row 3 is all -inf"):
-        cross_entropy_with_grad(xd, td, out=xd)
+        cross_entropy_with_grad(xd, td, out=xd, **kw)
     with pytest.raises(ValueError, match="logits row 3"):
-        cross_entropy(xd, td, reduction="none")
+        cross_entropy(xd, td, reduction="none", **kw)
     assert np.array_equal(get(xd), x) and np.array_equal(get(td), t), "input buffers changed"
+    if mode == "device":
+        rows = get(cross_entropy(xd, td, reduction="none"))
+        assert np.isnan(rows[3]) and np.isfinite(rows[[0, 1, 2, 4]]).all()
+        with pytest.raises(ValueError, match="logits row 3"):
+            gpunn.synchronize()
     if target == "int64":  # an ignored row is never read
         t[3] = -100
         loss, dx = cross_entropy_with_grad(put(x, mode), put(t, mode))
@@ -486,53 +517,3 @@ def test_nan_logit_poisons_its_row_only(mode, rng):
         assert np.isnan(loss[1]) and np.isnan(dx[1]).all()
         assert_close(loss[[0, 2]], ref_cross_entropy(x[[0, 2]], t[[0, 2]], reduction="none")[0], np.float64)
         assert np.isnan(get(cross_entropy(put(x, mode), put(t, mode))))
-
-
-class KernelSpy:
-    """Wraps a kernel: records the Numba types of the arguments of every launch, then launches it."""
-
-    def __init__(self, kernel, key, log):
-        self.kernel, self.key, self.log = kernel, key, log
-
-    def __getitem__(self, config):
-        def launch(*args):
-            import numba
-
-            self.log[self.key] = [str(numba.typeof(getattr(a, "_ary", a))) for a in args]
-            return self.kernel[config](*args)
-
-        return launch
-
-
-def registered_arg_types(name):
-    from numba.core import sigutils
-
-    from gpunn import _registry
-
-    spec = next(s for s in _registry.KERNELS if s.name == name)
-    return [str(t) for t in sigutils.normalize_signature(spec.signature)[0]]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_launch_signatures_are_the_registered_ones(monkeypatch, dtype, rng):
-    """What the kernel build check compiles is what runs: every launch's argument types equal the registry's."""
-    if gpunn.mode() != "simulator":
-        pytest.skip("the argument types are read from the simulator's arrays")
-    mod = importlib.import_module("gpunn.losses.cross_entropy")
-    real = mod._device_kernels
-    log = {}
-    monkeypatch.setattr(mod, "_device_kernels",
-                        lambda dt, block, prob: {k: KernelSpy(v, k, log) for k, v in real(dt, block, prob).items()})
-    dt = np.dtype(dtype).name
-    for tname in ("int32", "int64", "probs"):
-        x, t, kw = make_case(rng, (3, 5), dtype, tname, "weight")
-        log.clear()
-        cross_entropy_with_grad(put(x, "device"), put(t, "device"), grad=put(np.array(2.0, dtype), "device"),
-                                **on("device", kw))
-        cross_entropy_backward(put(x, "device"), put(t, "device"), reduction="none")  # the scalar-grad placeholder
-        names = {"stats": f"cross_entropy_stats[{'probs' if tname == 'probs' else 'index'}][{dt}]",
-                 "rows_sum": f"cross_entropy_rows_sum[{tname}][{dt}]", "total_sum": f"cross_entropy_total_sum[{dt}]",
-                 "backward": f"cross_entropy_backward[{tname}][{dt}]"}
-        assert set(log) == set(names)
-        for key, name in names.items():
-            assert log[key] == registered_arg_types(name), name

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from gpunn import _runtime, optim
+from gpunn import _arrays, _runtime, optim
 from helpers import assert_close, get, put
 
 SHAPES = [(), (0,), (1,), (31,), (7, 33), (3, 5, 17), (2, 0, 3)]
@@ -33,15 +33,15 @@ def write(x, values, mode):
 def test_flatten_copies_into_one_buffer_of_views(dtype, mode, rng):
     host = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
     flat, views = optim.flatten([put(a, mode) for a in host])
-    assert _runtime.kind(flat) == ("numpy" if mode == "cpu" else "numba")
+    assert _arrays.kind(flat) == ("numpy" if mode == "cpu" else "numba")
     assert flat.shape == (sum(a.size for a in host),) and flat.dtype == np.dtype(dtype)
     assert np.array_equal(get(flat), ravel_all(host).astype(dtype))            # concatenation, row-major, no gaps
     assert len(views) == len(host)
     for i, (v, a) in enumerate(zip(views, host)):
-        assert _runtime.kind(v) == _runtime.kind(flat) and v.dtype == np.dtype(dtype)
+        assert _arrays.kind(v) == _arrays.kind(flat) and v.dtype == np.dtype(dtype)
         assert tuple(v.shape) == a.shape, f"views[{i}]"
         assert np.array_equal(get(v), a), f"views[{i}]"
-        assert _runtime._is_c_contiguous(v)
+        assert _arrays.is_c_contiguous(v)
 
 
 def test_flatten_views_alias_the_buffer(mode, rng):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import _runtime
+from gpunn import _arrays, _runtime
 from helpers import assert_close, get, put
 
 
@@ -36,7 +36,7 @@ def test_import_compiles_nothing():
 def test_round_trip(mode, rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     d = put(x, mode)
-    assert (_runtime.kind(d) == "numpy") == (mode == "cpu")
+    assert (_arrays.kind(d) == "numpy") == (mode == "cpu")
     back = get(d)
     assert back.dtype == np.float32 and np.array_equal(back, x)
 
@@ -93,3 +93,65 @@ def test_torch_cpu_tensors_come_back_as_tensors():
     y = gpunn.relu(t)
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
     assert torch.equal(y, torch.relu(t))
+
+
+# ---- launches: what runs is what the kernel build check compiles ----------------------------------------------------
+def _every_family_on_the_device(rng):
+    """One call of every op family and option that picks another kernel, on device arrays."""
+    d = gpunn.to_device
+    x = rng.standard_normal((6, 40))
+    x32 = x.astype(np.float32)
+    t = rng.integers(0, 40, 6)
+    sign = np.where(rng.standard_normal(x.shape) > 0, 1.0, -1.0)
+    for a in (x, x32):
+        gpunn.relu(d(a)), gpunn.gelu_backward(d(a), d(a)), gpunn.softplus(d(a))
+        gpunn.prelu_backward(d(a), d(a), d(np.full(40, 0.2, a.dtype)))
+        gpunn.softmax(d(a)), gpunn.log_softmax_backward(d(a), d(a), axis=0), gpunn.softmax(d(a[:, :5]))
+        for reduction in ("none", "mean"):
+            gpunn.mse_loss_with_grad(d(a), d(a), reduction=reduction)
+            gpunn.binary_cross_entropy_with_logits_backward(d(a), d(np.abs(a) / 4), reduction=reduction,
+                                                            pos_weight=d(np.ones(40, a.dtype)))
+            gpunn.hinge_loss(d(a), d(sign.astype(a.dtype)), reduction=reduction)
+            gpunn.cross_entropy_with_grad(d(a), d(t), reduction=reduction, grad=d(np.ones(6, a.dtype))
+                                          if reduction == "none" else None)
+            gpunn.cross_entropy_with_grad(d(a), d(t.astype(np.int32)), reduction=reduction)
+            gpunn.cross_entropy_with_grad(d(a), d(np.full_like(a, 1 / 40)), reduction=reduction)
+            gpunn.multi_margin_loss_with_grad(d(a), d(t), reduction=reduction)
+        p = d(a.reshape(-1).copy())
+        for opt in (gpunn.optim.SGD([p], lr=0.1, momentum=0.9), gpunn.optim.Adam([p], max_grad_norm=1.0)):
+            opt.step([d(a.reshape(-1))], grad_scale=2.0)
+        gpunn.optim.flatten([d(a[:, ::2]), d(a[0])])
+
+
+def test_every_launch_is_a_registered_kernel_and_signature(rng):
+    """Every kernel gpunn launches (recorded in the simulator, where each launch's arguments are also checked against
+    its signature) is one that `gpunn kernels` compiles, with the same signature: the registry cannot drift from
+    what runs."""
+    if not _runtime.simulator():
+        pytest.skip("the launches are recorded and checked in the simulator")
+    from numba.core import sigutils
+
+    from gpunn import _launch, _registry
+
+    with _launch.record() as launched:
+        _every_family_on_the_device(rng)
+    registered = {}
+    for spec in _registry.KERNELS:
+        registered.setdefault(spec.build().py_func.__name__, set()).add(
+            sigutils.normalize_signature(spec.signature)[0])
+    assert len({k.name for k in launched}) >= 20
+    for kernel in launched:
+        name = kernel.dispatcher.py_func.__name__
+        sig = sigutils.normalize_signature(kernel.signature)[0]
+        assert sig in registered.get(name, set()), f"{kernel} is not registered for the kernel build check"
+
+
+def test_a_launch_with_the_wrong_array_type_is_rejected_in_the_simulator():
+    if not _runtime.simulator():
+        pytest.skip("the simulator checks each launch's arguments")
+    from gpunn import _arrays, _elementwise
+
+    kernel = _elementwise._kernel(gpunn.relu.__globals__["_forward_math"](np.dtype(np.float32)), 1, np.float32)
+    x = _arrays.device_array(gpunn.to_device(np.zeros(4, np.float64)))
+    with pytest.raises(TypeError, match="signature"):
+        kernel(1, 32, 0, x, np.float32(0), np.float32(0), x)

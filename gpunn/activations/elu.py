@@ -14,7 +14,7 @@ from numba import njit
 from .. import _elementwise
 from .._elementwise import typed
 from . import _vecmath
-from .._runtime import check_real
+from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
@@ -43,7 +43,7 @@ def _backward_math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def elu(x, alpha=1.0, *, out=None):
+def elu(x, alpha=1.0, *, out=None, stream=None):
     r"""Exponential linear unit.
 
     .. math:: y = \begin{cases} x & x > 0 \\ \alpha\,(e^{x} - 1) & x \le 0 \end{cases}
@@ -52,6 +52,7 @@ def elu(x, alpha=1.0, *, out=None):
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         alpha: a finite real number (any sign, as in PyTorch).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -62,10 +63,10 @@ def elu(x, alpha=1.0, *, out=None):
         array([-0.63212056,  0.        ,  2.        ])
     """
     alpha = check_real("alpha", alpha)
-    return _elementwise.forward(_forward_math, x, out, alpha)
+    return _elementwise.forward(_forward_math, x, out, alpha, stream=stream)
 
 
-def elu_backward(dy, x, alpha=1.0, *, out=None):
+def elu_backward(dy, x, alpha=1.0, *, out=None, stream=None):
     r"""Gradient of :func:`elu`.
 
     .. math:: dx = dy \cdot \begin{cases} 1 & x > 0 \\ \alpha\,e^{x} & x \le 0 \end{cases}
@@ -75,6 +76,7 @@ def elu_backward(dy, x, alpha=1.0, *, out=None):
         x: the forward input.
         alpha: the ``alpha`` of the forward call.
         out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``x``.
@@ -85,7 +87,7 @@ def elu_backward(dy, x, alpha=1.0, *, out=None):
         array([0.36787944, 1.        , 1.        ])
     """
     alpha = check_real("alpha", alpha)
-    return _elementwise.backward(_backward_math, dy, x, out, alpha)
+    return _elementwise.backward(_backward_math, dy, x, out, alpha, stream=stream)
 
 
 _elementwise.register("elu", _forward_math, _backward_math)

@@ -26,7 +26,7 @@ from numba import njit
 
 from .. import _elementwise
 from .._elementwise import typed
-from .._runtime import check_choice
+from .._args import check_choice
 from . import _vecmath
 
 APPROXIMATE = ("none", "tanh")
@@ -130,7 +130,7 @@ def _pick(approximate):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def gelu(x, approximate="none", *, out=None):
+def gelu(x, approximate="none", *, out=None, stream=None):
     r"""Gaussian error linear unit.
 
     .. math:: y = x\,\Phi(x) = \tfrac{x}{2}\left(1 + \operatorname{erf}(x/\sqrt{2})\right)
@@ -141,6 +141,7 @@ def gelu(x, approximate="none", *, out=None):
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         approximate: ``"none"`` (exact, erf) or ``"tanh"``.
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -151,10 +152,10 @@ def gelu(x, approximate="none", *, out=None):
         array([-0.15865525,  0.        ,  0.84134475])
     """
     forward_math, _ = _pick(approximate)
-    return _elementwise.forward(forward_math, x, out)
+    return _elementwise.forward(forward_math, x, out, stream=stream)
 
 
-def gelu_backward(dy, x, approximate="none", *, out=None):
+def gelu_backward(dy, x, approximate="none", *, out=None, stream=None):
     r"""Gradient of :func:`gelu`.
 
     .. math:: dx = dy \cdot \left(\Phi(x) + x\,\varphi(x)\right)
@@ -165,6 +166,7 @@ def gelu_backward(dy, x, approximate="none", *, out=None):
         x: the forward input.
         approximate: ``"none"`` or ``"tanh"``, as in the forward call.
         out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``x``.
@@ -175,7 +177,7 @@ def gelu_backward(dy, x, approximate="none", *, out=None):
         array([-0.08331547,  0.5       ,  1.08331547])
     """
     _, backward_math = _pick(approximate)
-    return _elementwise.backward(backward_math, dy, x, out)
+    return _elementwise.backward(backward_math, dy, x, out, stream=stream)
 
 
 _elementwise.register("gelu", _forward_math, _backward_math)

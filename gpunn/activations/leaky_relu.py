@@ -13,7 +13,7 @@ from numba import njit
 
 from .. import _elementwise
 from .._elementwise import typed
-from .._runtime import check_real
+from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
@@ -40,7 +40,7 @@ def _backward_math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def leaky_relu(x, negative_slope=0.01, *, out=None):
+def leaky_relu(x, negative_slope=0.01, *, out=None, stream=None):
     r"""Leaky rectified linear unit.
 
     .. math:: y = \begin{cases} x & x > 0 \\ s\,x & x \le 0 \end{cases}
@@ -49,6 +49,7 @@ def leaky_relu(x, negative_slope=0.01, *, out=None):
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         negative_slope: ``s``, a finite real number (any sign, as in PyTorch).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -59,10 +60,10 @@ def leaky_relu(x, negative_slope=0.01, *, out=None):
         array([-1.,  0.,  3.], dtype=float32)
     """
     s = check_real("negative_slope", negative_slope)
-    return _elementwise.forward(_forward_math, x, out, s)
+    return _elementwise.forward(_forward_math, x, out, s, stream=stream)
 
 
-def leaky_relu_backward(dy, x, negative_slope=0.01, *, out=None):
+def leaky_relu_backward(dy, x, negative_slope=0.01, *, out=None, stream=None):
     r"""Gradient of :func:`leaky_relu`.
 
     .. math:: dx = dy \cdot \begin{cases} 1 & x > 0 \\ s & x \le 0 \end{cases}
@@ -72,6 +73,7 @@ def leaky_relu_backward(dy, x, negative_slope=0.01, *, out=None):
         x: the forward input.
         negative_slope: the ``s`` of the forward call.
         out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``x``.
@@ -82,7 +84,7 @@ def leaky_relu_backward(dy, x, negative_slope=0.01, *, out=None):
         array([0.5, 0.5, 1. ], dtype=float32)
     """
     s = check_real("negative_slope", negative_slope)
-    return _elementwise.backward(_backward_math, dy, x, out, s)
+    return _elementwise.backward(_backward_math, dy, x, out, s, stream=stream)
 
 
 _elementwise.register("leaky_relu", _forward_math, _backward_math)

@@ -22,8 +22,11 @@ import functools
 import numpy as np
 from numba import cuda, float64, int64, njit, prange
 
-from .. import _cpu, _reduce
-from .._runtime import Args, launch_config, simulator
+from .. import _copy, _cpu, _reduce
+from .._args import Args
+from .._arrays import overlap
+from .._launch import Kernel, block_size, typed_view, workspace
+from .._runtime import simulator
 
 _CHUNK = 4096  # elements per CPU task (a row of (outer, C, inner) is split into chunks of this many)
 
@@ -228,7 +231,7 @@ def _layout(x, weight):
     return shape[0], c, inner
 
 
-def prelu(x, weight, *, out=None):
+def prelu(x, weight, *, out=None, stream=None):
     r"""Parametric ReLU: a learned negative slope per channel (axis 1) or one shared slope.
 
     .. math:: y = \begin{cases} x & x > 0 \\ a_c\,x & x \le 0 \end{cases}
@@ -238,6 +241,7 @@ def prelu(x, weight, *, out=None):
             the channel axis (ndim < 2: one channel).
         weight: the slopes ``a``, same dtype and side (host/device) as ``x``, shape (1,), () or (C,).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -249,14 +253,15 @@ def prelu(x, weight, *, out=None):
         array([[-0.25, -0.5 ],
                [ 2.  , -2.  ]], dtype=float32)
     """
-    args = Args(x=x, weight=weight)
+    args = Args(stream=stream, x=x, weight=weight)
     outer, channels, inner = _layout(x, weight)
     out = args.output("out", out, x.shape)
     x_flat, w_flat, out_flat = args.flat("x"), args.flat("weight"), args.flat("out")
     if x_flat.size:
         if args.device:
-            blocks, threads = launch_config(x_flat.size)
-            _prelu_forward_kernel(args.dtype)[blocks, threads](x_flat, w_flat, inner, channels, out_flat)
+            kernel = _forward_kernel(args.dtype)
+            block = block_size()
+            kernel(kernel.grid(x_flat.size, block), block, args.stream, x_flat, w_flat, inner, channels, out_flat)
         else:
             rows, per_ch, _ = _cpu_plan(outer, channels, inner)
             _cpu.run(_cpu_kernels(args.dtype)[0], "elementwise", x_flat.size, x_flat, w_flat, outer, channels, inner,
@@ -265,7 +270,7 @@ def prelu(x, weight, *, out=None):
     return out
 
 
-def prelu_backward(dy, x, weight, *, out=None):
+def prelu_backward(dy, x, weight, *, out=None, stream=None):
     r"""Gradient of :func:`prelu` with respect to ``x`` and to ``weight``.
 
     .. math:: dx = dy \cdot \begin{cases} 1 & x > 0 \\ a_c & x \le 0 \end{cases}, \qquad
@@ -278,6 +283,7 @@ def prelu_backward(dy, x, weight, *, out=None):
         out: optional preallocated results: an array (used for ``dx``; ``dweight`` is allocated), or a pair
             ``(dx, dweight)`` where either entry may be None. ``dx`` may be ``dy`` or ``x``; ``dweight`` must have
             ``weight``'s shape and dtype and may be ``weight`` itself.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``(dx, dweight)``: ``dx`` like ``x``; ``dweight`` of ``weight``'s kind, shape and dtype, a deterministic sum
@@ -299,7 +305,7 @@ def prelu_backward(dy, x, weight, *, out=None):
         out_dx, out_dw = out
     else:
         out_dx, out_dw = out, None
-    args = Args(dy=dy, x=x, weight=weight)
+    args = Args(stream=stream, dy=dy, x=x, weight=weight)
     args.same_shape("dy", "x")
     outer, channels, inner = _layout(x, weight)
     dx = args.output("dx", out_dx, x.shape)
@@ -309,17 +315,19 @@ def prelu_backward(dy, x, weight, *, out=None):
     n, wsize = x_flat.size, dw_flat.size
     if args.device:
         w_flat = args.flat("weight")
-        if out_dw is not None and wsize:  # dweight may be weight itself: give the kernel its own copy of the slopes
-            w_flat = _device_copy(w_flat)
+        if wsize and overlap(w_flat, dw_flat):  # dweight is weight itself: the kernel reads its own copy of the slopes
+            w_copy = typed_view(workspace(args.array("x"), wsize * args.dtype.itemsize, args.stream, "prelu_weight"),
+                                args.dtype, (wsize,))
+            _copy.gather(w_flat, w_copy, args.stream)
+            w_flat = w_copy
         if n == 0:
-            if wsize:
-                dw_flat.copy_to_device(np.zeros(wsize, args.dtype))
+            _copy.fill(dw_flat, 0.0, args.stream)
         else:
             (bx, by), threads = _backward_grid(channels, outer * inner)
-            partials = _reduce.partials_array(channels, bx)
-            kernel = _prelu_backward_kernel(args.dtype, threads)
-            kernel[(bx, by), threads](dy_flat, x_flat, w_flat, outer, channels, inner, dx_flat, partials)
-            _reduce.finish(partials, 1.0, dw_flat)
+            partials = _reduce.partials(args, channels, bx)
+            kernel = _backward_kernel(args.dtype, threads)
+            kernel((bx, by), threads, args.stream, dy_flat, x_flat, w_flat, outer, channels, inner, dx_flat, partials)
+            _reduce.finish(partials, 1.0, dw_flat, args.stream)
     else:
         w_flat = args.flat("weight").copy()
         if n == 0:
@@ -337,23 +345,28 @@ def prelu_backward(dy, x, weight, *, out=None):
     return dx, dweight
 
 
-def _device_copy(a):
-    from numba import cuda as _cuda
+_FORWARD_SIG = "void({0}[::1], {0}[::1], int64, int64, {0}[::1])"
+_BACKWARD_SIG = "void({0}[::1], {0}[::1], {0}[::1], int64, int64, int64, {0}[::1], float64[:, ::1])"
 
-    b = _cuda.device_array(a.shape, a.dtype)
-    b.copy_to_device(a)
-    return b
+
+@functools.lru_cache(maxsize=None)
+def _forward_kernel(dtype):
+    return Kernel(_prelu_forward_kernel(dtype), _FORWARD_SIG.format(np.dtype(dtype).name), "prelu_forward")
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_kernel(dtype, block):
+    return Kernel(_prelu_backward_kernel(dtype, block), _BACKWARD_SIG.format(np.dtype(dtype).name),
+                  "prelu_backward_sum")
 
 
 def _register():
     from .. import _registry
 
     block = 256  # the GPU block size (block_size() outside the simulator)
-    _registry.for_dtypes("prelu_forward", lambda dt: _prelu_forward_kernel(dt),
-                         lambda dt: f"void({dt}[::1], {dt}[::1], int64, int64, {dt}[::1])")
-    _registry.for_dtypes("prelu_backward_sum", lambda dt: _prelu_backward_kernel(dt, block),
-                         lambda dt: f"void({dt}[::1], {dt}[::1], {dt}[::1], int64, int64, int64, {dt}[::1], "
-                                    "float64[:, ::1])", f64_accumulator=True)
+    _registry.for_dtypes("prelu_forward", lambda dt: _prelu_forward_kernel(dt), _FORWARD_SIG.format)
+    _registry.for_dtypes("prelu_backward_sum", lambda dt: _prelu_backward_kernel(dt, block), _BACKWARD_SIG.format,
+                         f64_accumulator=True)
 
 
 _register()

@@ -87,7 +87,7 @@ def _cpu_backward(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def relu(x, *, out=None):
+def relu(x, *, out=None, stream=None):
     r"""Rectified linear unit.
 
     .. math:: y = \max(x, 0)
@@ -95,6 +95,7 @@ def relu(x, *, out=None):
     Args:
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -104,10 +105,10 @@ def relu(x, *, out=None):
         >>> gpunn.relu(np.array([-1.0, 0.0, 2.0], np.float32))
         array([0., 0., 2.], dtype=float32)
     """
-    return _elementwise.forward(_forward_math, x, out)
+    return _elementwise.forward(_forward_math, x, out, stream=stream)
 
 
-def relu_backward(dy, x, *, out=None):
+def relu_backward(dy, x, *, out=None, stream=None):
     r"""Gradient of :func:`relu`.
 
     .. math:: dx = dy \cdot [x > 0]
@@ -116,6 +117,7 @@ def relu_backward(dy, x, *, out=None):
         dy: upstream gradient, same shape and dtype as ``x``.
         x: the forward input.
         out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``x``.
@@ -125,7 +127,7 @@ def relu_backward(dy, x, *, out=None):
         >>> gpunn.relu_backward(np.ones(3, np.float32), np.array([-1.0, 0.0, 2.0], np.float32))
         array([0., 0., 1.], dtype=float32)
     """
-    return _elementwise.backward(_backward_math, dy, x, out, cpu_loops=_cpu_backward)
+    return _elementwise.backward(_backward_math, dy, x, out, cpu_loops=_cpu_backward, stream=stream)
 
 
 _elementwise.register("relu", _forward_math, _backward_math)

@@ -43,7 +43,7 @@ def _backward_math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def sigmoid(x, *, out=None):
+def sigmoid(x, *, out=None, stream=None):
     r"""Logistic sigmoid, stable in both tails.
 
     .. math:: y = \frac{1}{1 + e^{-x}}
@@ -51,6 +51,7 @@ def sigmoid(x, *, out=None):
     Args:
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -60,10 +61,10 @@ def sigmoid(x, *, out=None):
         >>> gpunn.sigmoid(np.array([-1000.0, 0.0, 1000.0], np.float32))
         array([0. , 0.5, 1. ], dtype=float32)
     """
-    return _elementwise.forward(_forward_math, x, out)
+    return _elementwise.forward(_forward_math, x, out, stream=stream)
 
 
-def sigmoid_backward(dy, y, *, out=None):
+def sigmoid_backward(dy, y, *, out=None, stream=None):
     r"""Gradient of :func:`sigmoid`, from the forward OUTPUT ``y``.
 
     .. math:: dx = dy \cdot y (1 - y)
@@ -72,6 +73,7 @@ def sigmoid_backward(dy, y, *, out=None):
         dy: upstream gradient, same shape and dtype as ``y``.
         y: the forward output ``sigmoid(x)``.
         out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``y``.
@@ -81,7 +83,7 @@ def sigmoid_backward(dy, y, *, out=None):
         >>> gpunn.sigmoid_backward(np.ones(2, np.float32), np.array([0.5, 1.0], np.float32))
         array([0.25, 0.  ], dtype=float32)
     """
-    return _elementwise.backward(_backward_math, dy, y, out, x_name="y")
+    return _elementwise.backward(_backward_math, dy, y, out, x_name="y", stream=stream)
 
 
 _elementwise.register("sigmoid", _forward_math, _backward_math)

@@ -49,7 +49,7 @@ def _backward_math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def silu(x, *, out=None):
+def silu(x, *, out=None, stream=None):
     r"""Sigmoid linear unit (swish with beta = 1).
 
     .. math:: y = x\,\sigma(x) = \frac{x}{1 + e^{-x}}
@@ -57,6 +57,7 @@ def silu(x, *, out=None):
     Args:
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -66,10 +67,10 @@ def silu(x, *, out=None):
         >>> gpunn.silu(np.array([-1.0, 0.0, 1.0]))
         array([-0.26894142,  0.        ,  0.73105858])
     """
-    return _elementwise.forward(_forward_math, x, out)
+    return _elementwise.forward(_forward_math, x, out, stream=stream)
 
 
-def silu_backward(dy, x, *, out=None):
+def silu_backward(dy, x, *, out=None, stream=None):
     r"""Gradient of :func:`silu`.
 
     .. math:: dx = dy \cdot \sigma(x)\left(1 + x (1 - \sigma(x))\right)
@@ -78,6 +79,7 @@ def silu_backward(dy, x, *, out=None):
         dy: upstream gradient, same shape and dtype as ``x``.
         x: the forward input.
         out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``x``.
@@ -87,7 +89,7 @@ def silu_backward(dy, x, *, out=None):
         >>> gpunn.silu_backward(np.ones(3), np.array([-1.0, 0.0, 1.0]))
         array([0.07232949, 0.5       , 0.92767051])
     """
-    return _elementwise.backward(_backward_math, dy, x, out)
+    return _elementwise.backward(_backward_math, dy, x, out, stream=stream)
 
 
 _elementwise.register("silu", _forward_math, _backward_math)

@@ -38,7 +38,8 @@ from numba.extending import intrinsic
 
 from .. import _cpu, _registry
 from .._elementwise import typed
-from .._runtime import Args, block_size, launch_config
+from .._args import Args
+from .._launch import Kernel, block_size
 from . import _vecmath
 
 # The device path uses one block per row when the axis is last and at least this long; shorter rows (fewer elements
@@ -310,24 +311,36 @@ def _backward_cols_kernel(dtype, op):
     return _softmax_backward_cols_kernel
 
 
-def _launch_forward(op, dtype, x, outer, n, inner, out):
-    if inner == 1 and n >= ROW_KERNEL_MIN_N:
-        block = block_size()
-        blocks, _ = launch_config(outer * block)  # a block per row, up to a full GPU; grid-stride over the rest
-        _forward_rows_kernel(dtype, block, op)[blocks, block](x, outer, n, out)
-    else:
-        blocks, threads = launch_config(outer * inner)
-        _forward_cols_kernel(dtype, op)[blocks, threads](x, outer, n, inner, out)
+_ROWS_FORWARD_SIG = "void({0}[::1], int64, int64, {0}[::1])"
+_COLS_FORWARD_SIG = "void({0}[::1], int64, int64, int64, {0}[::1])"
+_ROWS_BACKWARD_SIG = "void({0}[::1], {0}[::1], int64, int64, {0}[::1])"
+_COLS_BACKWARD_SIG = "void({0}[::1], {0}[::1], int64, int64, int64, {0}[::1])"
 
 
-def _launch_backward(op, dtype, dy, y, outer, n, inner, out):
+@functools.lru_cache(maxsize=None)
+def _kernel(direction, layout, op, dtype, block):
+    """The Kernel of softmax/log_softmax (``op``), 'forward'/'backward', 'rows'/'cols' layout."""
+    name = np.dtype(dtype).name
+    if direction == "forward":
+        if layout == "rows":
+            return Kernel(_forward_rows_kernel(dtype, block, op), _ROWS_FORWARD_SIG.format(name), f"{op}_forward_rows")
+        return Kernel(_forward_cols_kernel(dtype, op), _COLS_FORWARD_SIG.format(name), f"{op}_forward_cols")
+    if layout == "rows":
+        return Kernel(_backward_rows_kernel(dtype, block, op), _ROWS_BACKWARD_SIG.format(name), f"{op}_backward_rows")
+    return Kernel(_backward_cols_kernel(dtype, op), _COLS_BACKWARD_SIG.format(name), f"{op}_backward_cols")
+
+
+def _launch(direction, op, dtype, stream, arrays, outer, n, inner, out):
+    """One block per row for the last axis (rows of at least a warp), else one thread per column."""
+    block = block_size()
     if inner == 1 and n >= ROW_KERNEL_MIN_N:
-        block = block_size()
-        blocks, _ = launch_config(outer * block)
-        _backward_rows_kernel(dtype, block, op)[blocks, block](dy, y, outer, n, out)
+        kernel = _kernel(direction, "rows", op, dtype, block)
+        # a block per row, up to one wave of the GPU; grid-stride over the rest
+        kernel(kernel.grid(outer * block, block), block, stream, *arrays, np.int64(outer), np.int64(n), out)
     else:
-        blocks, threads = launch_config(outer * inner)
-        _backward_cols_kernel(dtype, op)[blocks, threads](dy, y, outer, n, inner, out)
+        kernel = _kernel(direction, "cols", op, dtype, None)
+        kernel(kernel.grid(outer * inner, block), block, stream, *arrays, np.int64(outer), np.int64(n),
+               np.int64(inner), out)
 
 
 # ---- CPU path --------------------------------------------------------------------------------------------------------
@@ -537,14 +550,14 @@ def _axis_split(name, shape, axis):
     return outer, shape[axis], inner
 
 
-def _forward(op, x, axis, out):
-    args = Args(x=x)
+def _forward(op, x, axis, out, stream=None):
+    args = Args(stream=stream, x=x)
     outer, n, inner = _axis_split("x", x.shape, axis)
     out = args.output("out", out, x.shape)
     if outer * n * inner:
         xf, of = args.flat("x"), args.flat("out")
         if args.device:
-            _launch_forward(op, args.dtype, xf, outer, n, inner, of)
+            _launch("forward", op, args.dtype, args.stream, (xf,), outer, n, inner, of)
         else:
             shape = (outer, n, inner)
             _cpu.run(_cpu_forward(args.dtype), "rows", xf.size, xf.reshape(shape), op == "log_softmax",
@@ -553,15 +566,15 @@ def _forward(op, x, axis, out):
     return out
 
 
-def _backward(op, dy, y, axis, out):
-    args = Args(dy=dy, y=y)
+def _backward(op, dy, y, axis, out, stream=None):
+    args = Args(stream=stream, dy=dy, y=y)
     args.same_shape("dy", "y")
     outer, n, inner = _axis_split("y", y.shape, axis)
     out = args.output("out", out, y.shape)
     if outer * n * inner:
         dyf, yf, of = args.flat("dy"), args.flat("y"), args.flat("out")
         if args.device:
-            _launch_backward(op, args.dtype, dyf, yf, outer, n, inner, of)
+            _launch("backward", op, args.dtype, args.stream, (dyf, yf), outer, n, inner, of)
         else:
             shape = (outer, n, inner)
             _cpu.run(_cpu_backward(args.dtype), "rows", yf.size, dyf.reshape(shape), yf.reshape(shape),
@@ -570,7 +583,7 @@ def _backward(op, dy, y, axis, out):
     return out
 
 
-def softmax(x, axis=-1, *, out=None):
+def softmax(x, axis=-1, *, out=None, stream=None):
     r"""Softmax along ``axis``.
 
     .. math:: y_i = \frac{\exp(x_i - \max_j x_j)}{\sum_k \exp(x_k - \max_j x_j)}
@@ -580,6 +593,7 @@ def softmax(x, axis=-1, *, out=None):
             non-contiguous.
         axis: the axis to normalise over (negative counts from the end).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``. A slice along ``axis`` that is all -inf, or holds
@@ -591,10 +605,10 @@ def softmax(x, axis=-1, *, out=None):
         array([[0.25      , 0.25      , 0.25      , 0.25      ],
                [0.0320586 , 0.08714432, 0.23688284, 0.6439143 ]], dtype=float32)
     """
-    return _forward("softmax", x, axis, out)
+    return _forward("softmax", x, axis, out, stream)
 
 
-def softmax_backward(dy, y, axis=-1, *, out=None):
+def softmax_backward(dy, y, axis=-1, *, out=None, stream=None):
     r"""Gradient of :func:`softmax`, from the saved output ``y``.
 
     .. math:: dx_i = y_i \left(dy_i - \sum_k dy_k\, y_k\right)
@@ -604,6 +618,7 @@ def softmax_backward(dy, y, axis=-1, *, out=None):
         y: the forward output ``softmax(x, axis)``.
         axis: the axis the forward normalised over.
         out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``y``.
@@ -613,10 +628,10 @@ def softmax_backward(dy, y, axis=-1, *, out=None):
         >>> gpunn.softmax_backward(np.array([1.0, 0.0], np.float32), np.array([0.25, 0.75], np.float32))
         array([ 0.1875, -0.1875], dtype=float32)
     """
-    return _backward("softmax", dy, y, axis, out)
+    return _backward("softmax", dy, y, axis, out, stream)
 
 
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x, axis=-1, *, out=None, stream=None):
     r"""Log-softmax along ``axis``.
 
     .. math:: y_i = x_i - \max_j x_j - \log \sum_k \exp(x_k - \max_j x_j)
@@ -625,6 +640,7 @@ def log_softmax(x, axis=-1, *, out=None):
         x: float32 or float64 array of any shape (NumPy, or a device array); may be non-contiguous.
         axis: the axis to normalise over (negative counts from the end).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, same kind, shape and dtype as ``x``; -inf where ``x`` is -inf in an otherwise finite slice, NaN for a
@@ -635,10 +651,10 @@ def log_softmax(x, axis=-1, *, out=None):
         >>> gpunn.log_softmax(np.array([0.0, 0.0], np.float64))
         array([-0.69314718, -0.69314718])
     """
-    return _forward("log_softmax", x, axis, out)
+    return _forward("log_softmax", x, axis, out, stream)
 
 
-def log_softmax_backward(dy, y, axis=-1, *, out=None):
+def log_softmax_backward(dy, y, axis=-1, *, out=None, stream=None):
     r"""Gradient of :func:`log_softmax`, from the saved output ``y``.
 
     .. math:: dx_i = dy_i - \exp(y_i) \sum_k dy_k
@@ -648,6 +664,7 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None):
         y: the forward output ``log_softmax(x, axis)``.
         axis: the axis the forward normalised over.
         out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``y``.
@@ -657,21 +674,20 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None):
         >>> gpunn.log_softmax_backward(np.array([1.0, 0.0]), np.log(np.array([0.25, 0.75])))
         array([ 0.75, -0.75])
     """
-    return _backward("log_softmax", dy, y, axis, out)
+    return _backward("log_softmax", dy, y, axis, out, stream)
 
 
 def _register():
     block = 256  # the GPU block size (block_size() outside the simulator)
     for op in ("softmax", "log_softmax"):
         _registry.for_dtypes(f"{op}_forward_rows", lambda dt, op=op: _forward_rows_kernel(dt, block, op),
-                             lambda dt: f"void({dt}[::1], int64, int64, {dt}[::1])", f64_accumulator=True)
+                             _ROWS_FORWARD_SIG.format, f64_accumulator=True)
         _registry.for_dtypes(f"{op}_forward_cols", lambda dt, op=op: _forward_cols_kernel(dt, op),
-                             lambda dt: f"void({dt}[::1], int64, int64, int64, {dt}[::1])", f64_accumulator=True)
+                             _COLS_FORWARD_SIG.format, f64_accumulator=True)
         _registry.for_dtypes(f"{op}_backward_rows", lambda dt, op=op: _backward_rows_kernel(dt, block, op),
-                             lambda dt: f"void({dt}[::1], {dt}[::1], int64, int64, {dt}[::1])", f64_accumulator=True)
+                             _ROWS_BACKWARD_SIG.format, f64_accumulator=True)
         _registry.for_dtypes(f"{op}_backward_cols", lambda dt, op=op: _backward_cols_kernel(dt, op),
-                             lambda dt: f"void({dt}[::1], {dt}[::1], int64, int64, int64, {dt}[::1])",
-                             f64_accumulator=True)
+                             _COLS_BACKWARD_SIG.format, f64_accumulator=True)
 
 
 _register()

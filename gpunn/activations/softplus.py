@@ -16,7 +16,7 @@ from numba import njit
 from .. import _elementwise
 from .._elementwise import typed
 from . import _vecmath
-from .._runtime import check_real
+from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
@@ -61,7 +61,7 @@ def _params(beta, threshold):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def softplus(x, beta=1.0, threshold=20.0, *, out=None):
+def softplus(x, beta=1.0, threshold=20.0, *, out=None, stream=None):
     r"""Softplus, a smooth ReLU.
 
     .. math:: y = \begin{cases} \frac{1}{\beta}\log\left(1 + e^{\beta x}\right) & \beta x \le \text{threshold} \\
@@ -72,6 +72,7 @@ def softplus(x, beta=1.0, threshold=20.0, *, out=None):
         beta: a finite, nonzero real number (PyTorch returns inf for beta = 0; gpunn raises ValueError).
         threshold: a finite real number: above it (in beta x) the result is x.
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -82,10 +83,10 @@ def softplus(x, beta=1.0, threshold=20.0, *, out=None):
         array([ 0.31326169,  0.69314718, 30.        ])
     """
     beta, threshold = _params(beta, threshold)
-    return _elementwise.forward(_forward_math, x, out, beta, threshold)
+    return _elementwise.forward(_forward_math, x, out, beta, threshold, stream=stream)
 
 
-def softplus_backward(dy, x, beta=1.0, threshold=20.0, *, out=None):
+def softplus_backward(dy, x, beta=1.0, threshold=20.0, *, out=None, stream=None):
     r"""Gradient of :func:`softplus`.
 
     .. math:: dx = \begin{cases} dy\,\sigma(\beta x) & \beta x \le \text{threshold} \\
@@ -96,6 +97,7 @@ def softplus_backward(dy, x, beta=1.0, threshold=20.0, *, out=None):
         x: the forward input.
         beta, threshold: as in the forward call.
         out: optional preallocated ``dx``; may be ``dy`` or ``x``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``x``.
@@ -106,7 +108,7 @@ def softplus_backward(dy, x, beta=1.0, threshold=20.0, *, out=None):
         array([0.26894142, 0.5       , 1.        ])
     """
     beta, threshold = _params(beta, threshold)
-    return _elementwise.backward(_backward_math, dy, x, out, beta, threshold)
+    return _elementwise.backward(_backward_math, dy, x, out, beta, threshold, stream=stream)
 
 
 _elementwise.register("softplus", _forward_math, _backward_math)

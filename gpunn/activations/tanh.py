@@ -37,7 +37,7 @@ def _backward_math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def tanh(x, *, out=None):
+def tanh(x, *, out=None, stream=None):
     r"""Hyperbolic tangent.
 
     .. math:: y = \tanh x = \frac{e^{x} - e^{-x}}{e^{x} + e^{-x}}
@@ -45,6 +45,7 @@ def tanh(x, *, out=None):
     Args:
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``y``, an array of the same kind, shape and dtype as ``x``.
@@ -54,10 +55,10 @@ def tanh(x, *, out=None):
         >>> gpunn.tanh(np.array([-np.inf, 0.0, 1000.0], np.float32))
         array([-1.,  0.,  1.], dtype=float32)
     """
-    return _elementwise.forward(_forward_math, x, out)
+    return _elementwise.forward(_forward_math, x, out, stream=stream)
 
 
-def tanh_backward(dy, y, *, out=None):
+def tanh_backward(dy, y, *, out=None, stream=None):
     r"""Gradient of :func:`tanh`, from the forward OUTPUT ``y``.
 
     .. math:: dx = dy \cdot (1 - y^2)
@@ -66,6 +67,7 @@ def tanh_backward(dy, y, *, out=None):
         dy: upstream gradient, same shape and dtype as ``y``.
         y: the forward output ``tanh(x)``.
         out: optional preallocated ``dx``; may be ``dy`` or ``y``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, same kind, shape and dtype as ``y``.
@@ -75,7 +77,7 @@ def tanh_backward(dy, y, *, out=None):
         >>> gpunn.tanh_backward(np.ones(2, np.float32), np.array([0.0, 0.5], np.float32))
         array([1.  , 0.75], dtype=float32)
     """
-    return _elementwise.backward(_backward_math, dy, y, out, x_name="y")
+    return _elementwise.backward(_backward_math, dy, y, out, x_name="y", stream=stream)
 
 
 _elementwise.register("tanh", _forward_math, _backward_math)

@@ -24,7 +24,8 @@ from numba import cuda, float64, int64
 
 from .. import _registry
 from .._elementwise import typed
-from .._runtime import device_view, launch_config, to_host
+from .._arrays import device_array, to_host
+from .._launch import Kernel, block_size, current_stream
 
 
 # ---- CUDA kernels ----------------------------------------------------------------------------------------------------
@@ -60,23 +61,32 @@ def _column_sum_kernel(dtype):
     return _linear_bias_grad_sum_kernel
 
 
+_MATMUL_SIG = "void({0}[::1], {0}[::1], {0}[::1], int64, int64, int64, int64, int64, int64, int64, int64, {0}[::1])"
+_COLUMN_SUM_SIG = "void({0}[::1], int64, int64, {0}[::1])"
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(dtype):
+    name = np.dtype(dtype).name
+    return (Kernel(_matmul_kernel(dtype), _MATMUL_SIG.format(name), "linear_matmul"),
+            Kernel(_column_sum_kernel(dtype), _COLUMN_SUM_SIG.format(name), "linear_bias_grad_sum"))
+
+
 def _register():
-    ints = ", ".join(["int64"] * 8)
-    _registry.for_dtypes("linear_matmul", _matmul_kernel,
-                         lambda dt: f"void({dt}[::1], {dt}[::1], {dt}[::1], {ints}, {dt}[::1])")
-    _registry.for_dtypes("linear_bias_grad_sum", _column_sum_kernel,
-                         lambda dt: f"void({dt}[::1], int64, int64, {dt}[::1])", f64_accumulator=True)
+    _registry.for_dtypes("linear_matmul", _matmul_kernel, _MATMUL_SIG.format)
+    _registry.for_dtypes("linear_bias_grad_sum", _column_sum_kernel, _COLUMN_SUM_SIG.format, f64_accumulator=True)
 
 
 _register()
 
 
 def _flat(x):
-    return device_view(x).reshape(-1)
+    return device_array(x).reshape(-1)
 
 
 def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, out=None):
-    """``op(a) @ op(b) (+ bias)`` for 2-D C-contiguous Numba device arrays (``op`` transposes when asked)."""
+    """``op(a) @ op(b) (+ bias)`` for 2-D C-contiguous Numba device arrays (``op`` transposes when asked), on Numba's
+    default stream."""
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb:
@@ -86,11 +96,12 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, out=None):
     sam, sak = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
     sbk, sbn = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
     if m * n:
-        blocks, threads = launch_config(m * n)
+        kernel = _kernels(np.dtype(a.dtype))[0]
+        block = block_size()
         flat_out = _flat(out)
-        _matmul_kernel(np.dtype(a.dtype))[blocks, threads](
-            _flat(a), _flat(b), flat_out if bias is None else _flat(bias), m, n, k, sam, sak, sbk, sbn,
-            0 if bias is None else 1, flat_out)
+        ints = [np.int64(v) for v in (m, n, k, sam, sak, sbk, sbn, 0 if bias is None else 1)]
+        kernel(kernel.grid(m * n, block), block, current_stream(a), _flat(a), _flat(b),
+               flat_out if bias is None else _flat(bias), *ints, flat_out)
     return out
 
 
@@ -100,8 +111,9 @@ def column_sum(dz, out=None):
     if out is None:
         out = cuda.device_array((n,), dz.dtype)
     if n:
-        blocks, threads = launch_config(n)
-        _column_sum_kernel(np.dtype(dz.dtype))[blocks, threads](_flat(dz), rows, n, _flat(out))
+        kernel = _kernels(np.dtype(dz.dtype))[1]
+        block = block_size()
+        kernel(kernel.grid(n, block), block, current_stream(dz), _flat(dz), np.int64(rows), np.int64(n), _flat(out))
     return out
 
 

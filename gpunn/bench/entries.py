@@ -437,7 +437,7 @@ def _loss_entry(loss):
         fn = _g(_first_attr(loss.gnames))
         x = a["x"]
         if accepts(fn, "out"):  # a preallocated gradient where the API takes one (PyTorch has its allocator cache)
-            from .._runtime import empty_like
+            from .._arrays import empty_like
 
             dx = empty_like(x, x.shape, ctx.dtype)
             return lambda: call_with(fn, x, a["t"], reduction="mean", out=dx, **loss.params)

@@ -52,12 +52,14 @@ from numba import cuda, float64, int64, njit, prange
 
 from .. import _cpu, _registry
 from .._elementwise import typed
-from .._reduce import block_partial_fn, finish, partials_array, reduce_grid
-from .._runtime import (HOST_KINDS, Args, block_size, device_view, empty_like, host_view, kind, launch_config,
-                        simulator)
+from .._args import Args
+from .._arrays import HOST_KINDS, device_array, empty_like, host_view, kind
+from .._launch import Kernel, block_size, current_device_id
+from .._reduce import block_partial_fn, finish, partials, reduce_grid
+from .._runtime import simulator
 
 __all__ = ["REDUCTIONS", "CPU_CHUNK", "Upstream", "check_reduction", "reduction_scale",
-           "scalar_result", "upstream_grad", "finish_scalar", "broadcast_operand", "pointwise"]
+           "scalar_result", "upstream_grad", "broadcast_operand", "pointwise"]
 
 REDUCTIONS = ("none", "mean", "sum")
 CPU_CHUNK = 4096  # elements per CPU partial sum: fixed, so the sum order does not depend on the build or thread count
@@ -85,9 +87,12 @@ def _scalar_class(base):
     """A subclass of the Numba device-array class ``base`` whose ``float()`` copies its single value to the host."""
 
     def __float__(self):
-        return float(self.copy_to_host().reshape(-1)[0])
+        return float(item(self))
 
     def item(self):
+        from .. import _errors
+
+        _errors.check()  # a read synchronises anyway: report what the kernels found (gpunn.synchronize)
         return self.copy_to_host().reshape(-1)[0].item()
 
     return type("DeviceScalar", (base,), {"__float__": __float__, "item": item,
@@ -99,16 +104,14 @@ def scalar_result(args: Args, like_name: str):
 
     Returns ``(user_result, flat)``: ``user_result`` goes back to the user (a 0-d NumPy array, a 0-d CuPy/PyTorch
     array, or a 0-d Numba device array that ``float()`` reads); ``flat`` is a 1-element 1-D view of the same memory
-    to write the value into (a NumPy array on the host, a Numba device array on the device).
+    to write the value into (a NumPy array on the host, a DeviceArray on the device).
     """
-    like = args._arrays[like_name]
-    result = empty_like(like, (), args.dtype)
+    result = empty_like(args.array(like_name), (), args.dtype)
     if not args.device:
-        return result, (result if kind(result) == "numpy" else result.numpy()).reshape(1)
-    flat = device_view(result).reshape(1)
+        return result, host_view(result).reshape(1)
     if kind(result) == "numba" and not hasattr(type(result), "__float__"):
         result.__class__ = _scalar_class(type(result))
-    return result, flat
+    return result, device_array(result).reshape(1)
 
 
 class Upstream(NamedTuple):
@@ -154,7 +157,7 @@ def upstream_grad(grad, reduction: str, args: Args, shape, placeholder: str = "i
 
 @functools.lru_cache(maxsize=32)
 def _device_ones(n, dtype, device_id):
-    return cuda.to_device(np.ones(n, dtype))
+    return device_array(cuda.to_device(np.ones(n, dtype)))
 
 
 def default_weight(n, dtype, device: bool):
@@ -163,14 +166,7 @@ def default_weight(n, dtype, device: bool):
     kernels never write their weight)."""
     if not device:
         return np.ones(n, dtype)
-    device_id = 0 if simulator() else cuda.get_current_device().id
-    return _device_ones(int(n), np.dtype(dtype).str, device_id)
-
-
-def finish_scalar(partials, scale: float, out_flat):
-    """``out_flat[0] = scale * sum_j partials[0, j]`` on the device (float64, fixed order; ``scale`` a kernel argument,
-    so nothing is copied from the host): :func:`gpunn._reduce.finish` on one row."""
-    finish(partials, scale, out_flat)
+    return _device_ones(int(n), np.dtype(dtype).str, 0 if simulator() else current_device_id())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -352,28 +348,27 @@ class _Operands:
         self.x = args.flat(x_name)
         self.t = args.flat(t_name)
         self.n = int(self.x.size)
-        self.shape = tuple(int(s) for s in args._arrays[x_name].shape)
+        self.shape = args.shape(x_name)
         self.x_name = x_name
         self.w, self.winner = self._operand(w_name)
         self.p, self.pinner = self._operand(p_name)
 
     def _operand(self, name):
-        if name is None or name not in self.args._arrays:
+        if name is None:
             return self.x, 0
-        arr = self.args._arrays[name]
-        inner = broadcast_operand(name, arr.shape, self.shape)
+        inner = broadcast_operand(name, self.args.shape(name), self.shape)
         return self.args.flat(name), inner
 
 
 def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, a=0.0, b=0.0,
-              weight=None, pos_weight=None, extra_check=None):
+              weight=None, pos_weight=None, extra_check=None, stream=None):
     """Run a pointwise loss. ``what``: 'forward', 'backward' or 'with_grad'. Returns the loss, dx, or (loss, dx).
 
     ``f_for_dtype(dtype)`` gives the loss's scalar njit function ``f(x, t, p, a, b) -> (loss, dloss)``. ``out``: a
     preallocated per-element loss ('forward' with reduction 'none') or dx ('backward'). ``extra_check(args, ops)``
     runs after the array checks, before any output is allocated or written (hinge's label check)."""
     reduction = check_reduction(reduction)
-    args = Args(input=input, target=target, weight=weight, pos_weight=pos_weight)
+    args = Args(stream=stream, input=input, target=target, weight=weight, pos_weight=pos_weight)
     args.same_shape("target", "input")
     if out is not None and what == "forward" and reduction != "none":
         raise ValueError("out is only accepted with reduction='none' (a reduced loss is a new 0-d array)")
@@ -401,24 +396,22 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     reduce = what != "backward" and reduction != "none"
 
     if args.device:
-        k = _device_kernels(f, dt, block_size())
-        grid = reduce_grid(n) if reduce else None
+        block = block_size()
+        k = _kernels(f, dt, block)
         up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g)) if upstream else ()
         if reduce:
-            partials = partials_array(1, grid[0])
+            blocks, _ = reduce_grid(n)
+            part = partials(args, 1, blocks)
             if what == "forward":
-                k["forward_sum"][grid](*common, partials)
+                k["forward_sum"](blocks, block, args.stream, *common, part)
             else:
-                k["with_grad_sum"][grid](*common, *up, partials, dx_flat)
-            finish_scalar(partials, reduction_scale(reduction, n), loss_flat)
+                k["with_grad_sum"](blocks, block, args.stream, *common, *up, part, dx_flat)
+            finish(part, reduction_scale(reduction, n), loss_flat, args.stream)
         elif n:
-            cfg = launch_config(n)
-            if what == "forward":
-                k["forward"][cfg](*common, loss_flat)
-            elif what == "backward":
-                k["backward"][cfg](*common, *up, dx_flat)
-            else:
-                k["with_grad"][cfg](*common, *up, loss_flat, dx_flat)
+            key = {"forward": "forward", "backward": "backward", "with_grad": "with_grad"}[what]
+            outputs = {"forward": (loss_flat,), "backward": (dx_flat,), "with_grad": (loss_flat, dx_flat)}[what]
+            kernel = k[key]
+            kernel(kernel.grid(n, block), block, args.stream, *common, *up, *outputs)
     else:
         if upstream is None:
             upstream = Upstream(ops.x, 0, 0.0)  # forward: no gradient is written
@@ -438,20 +431,30 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     return loss, dx
 
 
+_BASE = "{0}[::1], {0}[::1], {0}[::1], int64, {0}[::1], int64, {0}, {0}"
+_UP = "{0}[::1], int64, {0}"
+SIGNATURES = {
+    "forward": f"void({_BASE}, {{0}}[::1])",
+    "forward_sum": f"void({_BASE}, float64[:, ::1])",
+    "backward": f"void({_BASE}, {_UP}, {{0}}[::1])",
+    "with_grad": f"void({_BASE}, {_UP}, {{0}}[::1], {{0}}[::1])",
+    "with_grad_sum": f"void({_BASE}, {_UP}, float64[:, ::1], {{0}}[::1])",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(f, dtype, block):
+    dispatchers = _device_kernels(f, dtype, block)
+    name = np.dtype(dtype).name
+    return {key: Kernel(dispatchers[key], sig.format(name), f"pointwise_{key}[{f.__name__}]")
+            for key, sig in SIGNATURES.items()}
+
+
 def register_pointwise(name, f_for_dtype, extra=()):
     """Register the five kernels of a pointwise loss (for float32 and float64) with the kernel build check.
     ``extra``: more (name, build_for_dtype, signature_for_dtype) triples of the loss module."""
     block = 256  # the GPU block size (block_size() outside the simulator)
-    base = "{0}[::1], {0}[::1], {0}[::1], int64, {0}[::1], int64, {0}, {0}"
-    up = "{0}[::1], int64, {0}"
-    sigs = {
-        "forward": f"void({base}, {{0}}[::1])",
-        "forward_sum": f"void({base}, float64[:, ::1])",
-        "backward": f"void({base}, {up}, {{0}}[::1])",
-        "with_grad": f"void({base}, {up}, {{0}}[::1], {{0}}[::1])",
-        "with_grad_sum": f"void({base}, {up}, float64[:, ::1], {{0}}[::1])",
-    }
-    for key, sig in sigs.items():
+    for key, sig in SIGNATURES.items():
         _registry.for_dtypes(f"{name}_{key}", (lambda dt, key=key: _device_kernels(f_for_dtype(dt), dt, block)[key]),
                              (lambda dt, sig=sig: sig.format(dt)), f64_accumulator=key.endswith("_sum"))
     for extra_name, build, sig in extra:

@@ -54,7 +54,7 @@ def _math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean", *, out=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean", *, out=None, stream=None):
     r"""Binary cross-entropy on logits (``torch.nn.functional.binary_cross_entropy_with_logits``).
 
     .. math:: \ell_i = w_i \left[(1 - t_i)\, x_i - \bigl(1 + (p_i - 1)\, t_i\bigr) \log\sigma(x_i)\right]
@@ -67,6 +67,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
             last axis (one weight per class).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype.
@@ -76,11 +77,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
         >>> gpunn.binary_cross_entropy_with_logits(np.array([0.0, 100.0]), np.array([1.0, 0.0]), reduction="none")
         array([  0.69314718, 100.        ])
     """
-    return _common.pointwise(_math, "forward", input, target, reduction, out=out, weight=weight, pos_weight=pos_weight)
+    return _common.pointwise(_math, "forward", input, target, reduction, out=out, weight=weight, pos_weight=pos_weight, stream=stream)
 
 
 def binary_cross_entropy_with_logits_backward(input, target, weight=None, pos_weight=None, reduction="mean",
-                                              grad=None, *, out=None):
+                                              grad=None, *, out=None, stream=None):
     r"""Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``input`` (the logits).
 
     .. math:: \frac{\partial \ell}{\partial x_i}
@@ -96,11 +97,11 @@ def binary_cross_entropy_with_logits_backward(input, target, weight=None, pos_we
         array([-0.5,  1. ])
     """
     return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out, weight=weight,
-                             pos_weight=pos_weight)
+                             pos_weight=pos_weight, stream=stream)
 
 
 def binary_cross_entropy_with_logits_with_grad(input, target, weight=None, pos_weight=None, reduction="mean",
-                                               grad=None):
+                                               grad=None, *, stream=None):
     r"""``(binary_cross_entropy_with_logits(...), ..._backward(...))`` from one pass over the data (one kernel).
 
     Example:
@@ -110,7 +111,7 @@ def binary_cross_entropy_with_logits_with_grad(input, target, weight=None, pos_w
         (1.386294, array([-0.5, -0.5]))
     """
     return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad, weight=weight,
-                             pos_weight=pos_weight)
+                             pos_weight=pos_weight, stream=stream)
 
 
 _common.register_pointwise("bce_with_logits", _math)

@@ -56,8 +56,12 @@ from numba import cuda, float64, from_dtype, int64, njit, prange
 from .. import _cpu, _registry
 from .._elementwise import typed
 from ..activations import _vecmath
-from .._reduce import block_partial_fn, block_sum_fn, partials_array, reduce_grid
-from .._runtime import Args, block_size, check_real, dtype_of, kind, launch_config, simulator
+from .. import _errors
+from .._args import Args, check_real
+from .._arrays import dtype_of, kind, numba_array
+from .._launch import Kernel, block_size, current_device_id, placeholder, scratch, sm_count
+from .._reduce import block_partial_fn, block_sum_fn, reduce_grid
+from .._runtime import simulator
 from . import _common
 
 __all__ = ["cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"]
@@ -87,10 +91,14 @@ def row_layout(n_cols: int, block: int, per_thread: int | None = None):
     return block, chunk, -(-n_cols // chunk)
 
 
-def chunk_grid(n_items: int, group: int, block: int):
-    """(blocks, threads) for a loop over ``n_items`` (row, chunk) items, ``block // group`` items per block pass."""
+def chunk_grid(n_items: int, group: int, block: int) -> int:
+    """Blocks for a loop over ``n_items`` (row, chunk) items, ``block // group`` items per block pass: enough to
+    fill the GPU at 8 blocks per SM, never more than needed (two in the simulator)."""
     per_block = block // group
-    return launch_config(max(1, -(-n_items // per_block)) * block, threads=block)
+    needed = max(1, -(-n_items // per_block))
+    if simulator():
+        return min(needed, 2)
+    return min(needed, sm_count() * 8)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -228,8 +236,9 @@ def _device_kernels(dtype, block, prob):
 
     @cuda.jit
     def _cross_entropy_rows_sum_kernel(x, t, w, ignore, omeps, eps_c, n_chunks, pm, ps, pa, pw,
-                                       m_rows, ls_rows, wa_rows, loss_rows, flags, partials):
-        # per row: merge the chunk partials in order, check, row loss and 'mean' weight; float64 block partials
+                                       m_rows, ls_rows, wa_rows, loss_rows, flags, slot, partials):
+        # per row: merge the chunk partials in order, check, row loss and 'mean' weight; float64 block partials.
+        # A bad row (flags[slot] = min(2 row + kind), kind 0: a bad target, 1: all -inf) gets NaN loss and ls.
         n_rows = x.shape[0]
         n_cols = x.shape[1]
         acc_loss = float64(0.0)
@@ -244,7 +253,8 @@ def _device_kernels(dtype, block, prob):
             den = zero
             if prob:
                 if m == ninf and s == zero:  # all -inf (a NaN row has s = NaN and gives NaN, as PyTorch)
-                    cuda.atomic.min(flags, 1, row)
+                    cuda.atomic.min(flags, slot, 2 * row + 1)
+                    loss = ls = nan
                 else:
                     loss = wa * ls + a  # sum_c coef_c ((m - x_c) + ls)
                     den = one
@@ -252,9 +262,11 @@ def _device_kernels(dtype, block, prob):
                 y = t[row]
                 if y != ignore:
                     if y < 0 or y >= n_cols:
-                        cuda.atomic.min(flags, 0, row)  # never read x[row, y] out of bounds
+                        cuda.atomic.min(flags, slot, 2 * row)  # never read x[row, y] out of bounds
+                        loss = ls = nan
                     elif m == ninf and s == zero:
-                        cuda.atomic.min(flags, 1, row)
+                        cuda.atomic.min(flags, slot, 2 * row + 1)
+                        loss = ls = nan
                     else:
                         wy = w[y]
                         loss = class_loss(m, ls, a, wa, x[row, y], wy, omeps, eps_c)
@@ -318,6 +330,9 @@ def _device_kernels(dtype, block, prob):
                 if y == ignore:
                     for c in range(lo + lane, hi, group):
                         out[row, c] = zero
+                elif y < 0 or y >= n_cols:  # a bad target (reported by the rows kernel): NaN, never w[y]
+                    for c in range(lo + lane, hi, group):
+                        out[row, c] = nan
                 else:
                     wy = w[y]
                     for c in range(lo + lane, hi, group):
@@ -328,43 +343,65 @@ def _device_kernels(dtype, block, prob):
             "total_sum": _cross_entropy_total_sum_kernel, "backward": _cross_entropy_backward_kernel}
 
 
-def _device_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx):
-    """Launch the kernels for the checked call ``c``; raise (before any gradient is written) on bad input."""
+@functools.lru_cache(maxsize=None)
+def _kernels(dtype, block, prob, index_dtype):
+    dispatchers = _device_kernels(dtype, block, prob)
+    sigs = _signatures(np.dtype(dtype).name, np.dtype(index_dtype).name)
+    return {key: Kernel(d, sigs[key], f"cross_entropy_{key}") for key, d in dispatchers.items()}
+
+
+def _device_run(c, reduce, want_grad, loss_rows_out, loss_flat, upstream, dx, validate):
+    """Launch the kernels for the checked call ``c`` on its stream. Bad rows are reported through gpunn._errors
+    (with ``validate``: at once, before any gradient is written)."""
     dt = c.dtype
+    args = c.args
+    stream = args.stream
     n_rows, n_cols = c.shape
     block = block_size()
-    k = _device_kernels(dt, block, c.prob)
+    k = _kernels(dt, block, c.prob, c.t_index.dtype)
     group, chunk, n_chunks = row_layout(n_cols, block)
     n_items = n_rows * n_chunks
-    pm, ps, pa, pw = (cuda.device_array(max(n_items, 1), dt) for _ in range(4))
-    m_rows, ls_rows, wa_rows = (cuda.device_array(max(n_rows, 1), dt) for _ in range(3))
+    blocks, _ = reduce_grid(n_rows)
+    ws = scratch(args.array("logits"), stream, "cross_entropy", *[(dt, (max(n_items, 1),))] * 4,
+                 *[(dt, (max(n_rows, 1),))] * 4, (dt, (2,)), (np.float64, (2, blocks)))
+    pm, ps, pa, pw, m_rows, ls_rows, wa_rows, rows_tmp, total_scale, partials = ws
     if loss_rows_out is None:
-        loss_rows_out = cuda.device_array(max(n_rows, 1), dt)
-    flags = cuda.to_device(np.full(2, n_rows, np.int64))
-    t = c.t_index
-    tp = c.t_prob
+        loss_rows_out = rows_tmp
+    t, tp = c.t_index, c.t_prob
+    flags, slot = _errors.slot(0 if simulator() else current_device_id(), stream, _describe(c))
     k1, k2 = (dt.type(1.0 - c.eps), dt.type(c.eps / n_cols)) if c.prob else (dt.type(0.0), dt.type(c.eps > 0))
     omeps, eps_c = dt.type(1.0 - c.eps), dt.type(c.eps / n_cols)
     if n_rows:
-        k["stats"][chunk_grid(n_items, group, block)](c.x, tp, c.w, k1, k2, np.int64(group), np.int64(chunk),
-                                                      np.int64(n_chunks), pm, ps, pa, pw)
-    grid = reduce_grid(n_rows)
-    partials = partials_array(2, grid[0])
-    k["rows_sum"][grid](c.x, t, c.w, np.int64(c.ignore), omeps, eps_c, np.int64(n_chunks), pm, ps, pa, pw,
-                        m_rows, ls_rows, wa_rows, loss_rows_out, flags, partials)
-    bad = flags.copy_to_host()
-    _raise_bad(c, bad, lambda row: int(c.t_index[row:row + 1].copy_to_host()[0]))
-    scale = None
+        k["stats"](chunk_grid(n_items, group, block), block, stream, c.x, tp, c.w, k1, k2, np.int64(group),
+                   np.int64(chunk), np.int64(n_chunks), pm, ps, pa, pw)
+    k["rows_sum"](blocks, block, stream, c.x, t, c.w, np.int64(c.ignore), omeps, eps_c, np.int64(n_chunks), pm, ps,
+                  pa, pw, m_rows, ls_rows, wa_rows, loss_rows_out, flags, np.int64(slot), partials)
+    if validate:
+        _errors.check()
     if reduce or want_grad:
-        total = loss_flat if loss_flat is not None else cuda.device_array(1, dt)
-        scale = cuda.device_array(1, dt)
-        k["total_sum"][1, block](partials, np.int64(c.reduction == "mean"), np.int64(n_rows), total, scale)
-    if want_grad and n_rows:
-        dy, dmode, g = upstream
-        k["backward"][chunk_grid(n_items, group, block)](c.x, t, tp, c.w, np.int64(c.ignore), omeps, eps_c,
-                                                         m_rows, ls_rows, wa_rows, dy, np.int64(dmode), dt.type(g),
-                                                         scale, np.int64(group), np.int64(chunk), np.int64(n_chunks),
-                                                         dx)
+        total = loss_flat if loss_flat is not None else total_scale.rows(0, 1)
+        scale = total_scale.rows(1, 2)
+        k["total_sum"](1, block, stream, partials, np.int64(c.reduction == "mean"), np.int64(n_rows), total, scale)
+        if want_grad and n_rows:
+            dy, dmode, g = upstream
+            k["backward"](chunk_grid(n_items, group, block), block, stream, c.x, t, tp, c.w, np.int64(c.ignore),
+                          omeps, eps_c, m_rows, ls_rows, wa_rows, dy, np.int64(dmode), dt.type(g), scale,
+                          np.int64(group), np.int64(chunk), np.int64(n_chunks), dx)
+
+
+def _describe(c):
+    """The message for a bad row found on the device: flags hold 2 row + kind (0: target, 1: all -inf)."""
+    t = c.t_index
+
+    def describe(code):
+        row, what = divmod(code, 2)
+        if what == 0:
+            value = int(numba_array(t)[row:row + 1].copy_to_host()[0])
+            return (f"target[{row}] = {value} is not a class index in [0, {c.shape[1]}) nor ignore_index "
+                    f"({c.ignore})")
+        return f"logits row {row} is all -inf: its softmax is undefined"
+
+    return describe
 
 
 def _raise_bad(c, bad, target_at):
@@ -591,10 +628,10 @@ class _Call:
     """The checked arguments of one call (views ready for the kernels or the CPU loops)."""
 
 
-def _check(logits, target, weight, ignore_index, label_smoothing, reduction):
+def _check(logits, target, weight, ignore_index, label_smoothing, reduction, stream=None):
     c = _Call()
     c.reduction = _common.check_reduction(reduction)
-    args = Args(logits=logits)
+    args = Args(stream=stream, logits=logits)
     shape = tuple(int(s) for s in logits.shape)
     if len(shape) != 2:
         raise ValueError(f"logits must have shape (N, C), got {shape}")
@@ -636,25 +673,21 @@ def _views(c, weight):
     c.x = args.nd("logits")
     if c.prob:
         c.t_prob = args.nd("target")
-        c.t_index = _placeholder_index(args.device)
+        c.t_index = placeholder(np.int64) if args.device else np.zeros(1, np.int64)  # not read
     else:
         c.t_index = args.flat("target")
         if not args.device:
             c.t_index = c.t_index.astype(np.int64, copy=False)  # one CPU compilation for both index dtypes
-        c.t_prob = cuda.device_array((1, 1), c.dtype) if args.device else c.x[:1, :1]  # not read
+        c.t_prob = placeholder(c.dtype, 2) if args.device else c.x[:1, :1]  # not read
     if weight is not None:
         c.w = args.flat("weight")
     else:
         c.w = _common.default_weight(c.shape[1], c.dtype, args.device)
 
 
-def _placeholder_index(device):
-    a = np.zeros(1, np.int64)
-    return cuda.to_device(a) if device else a
-
-
-def _run(what, logits, target, weight, ignore_index, label_smoothing, reduction, grad=None, out=None):
-    c = _check(logits, target, weight, ignore_index, label_smoothing, reduction)
+def _run(what, logits, target, weight, ignore_index, label_smoothing, reduction, grad=None, out=None, stream=None,
+         validate=False):
+    c = _check(logits, target, weight, ignore_index, label_smoothing, reduction, stream)
     args = c.args
     n_rows = c.shape[0]
     if out is not None and what == "forward" and c.reduction != "none":
@@ -683,7 +716,7 @@ def _run(what, logits, target, weight, ignore_index, label_smoothing, reduction,
     _views(c, weight)
     if args.device:
         _device_run(c, reduce, dx is not None, loss_rows, loss_flat, upstream,
-                    args.nd("out") if dx is not None else None)
+                    args.nd("out") if dx is not None else None, validate)
     else:
         _cpu_run(c, reduce, dx is not None, loss_rows, loss_flat, upstream,
                  args.nd("out") if dx is not None else None)
@@ -704,11 +737,14 @@ _DOC_ARGS = """
         ignore_index: rows whose target equals it count for nothing (class-index targets only).
         label_smoothing: eps in [0, 1].
         reduction: ``"mean"`` (divided by the summed weight of the non-ignored rows; by N for probability targets),
-            ``"sum"`` or ``"none"`` (the (N,) row losses)."""
+            ``"sum"`` or ``"none"`` (the (N,) row losses).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
+        validate: device calls only: wait for the target check and raise at once, before any gradient is written
+            (default: a bad row's loss and gradient are NaN and ``gpunn.synchronize()`` raises the error)."""
 
 
 def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean", *,
-                  out=None):
+                  out=None, stream=None, validate=False):
     r"""Cross entropy of softmax(logits) against class indices or probabilities (``F.cross_entropy``).
 
     .. math:: \ell_n = (1 - \varepsilon)\, w_{y_n} (\operatorname{lse}(x_n) - x_{n y_n})
@@ -722,8 +758,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
         stays on the device for device inputs; ``float(loss)`` reads it).
 
     Raises:
-        ValueError: a target outside [0, C) that is not ``ignore_index``, or a row of all -inf logits (checked on the
-            device for device inputs, raised after the kernel that found it).
+        ValueError: a target outside [0, C) that is not ``ignore_index``, or a row of all -inf logits (on the device:
+            at ``gpunn.synchronize()``, or at once with ``validate=True``).
 
     Example:
         >>> import numpy as np, gpunn
@@ -731,11 +767,12 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
         >>> round(float(gpunn.cross_entropy(x, np.array([0, 2]))), 6)
         0.669079
     """
-    return _run("forward", logits, target, weight, ignore_index, label_smoothing, reduction, out=out)
+    return _run("forward", logits, target, weight, ignore_index, label_smoothing, reduction, out=out, stream=stream,
+                validate=validate)
 
 
 def cross_entropy_backward(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
-                           grad=None, *, out=None):
+                           grad=None, *, out=None, stream=None, validate=False):
     r"""Gradient of :func:`cross_entropy` with respect to the logits.
 
     .. math:: \frac{\partial \ell}{\partial x_{nc}} = g_n s \left[(1 - \varepsilon) w_{y_n} (p_{nc} - [c = y_n])
@@ -758,7 +795,8 @@ def cross_entropy_backward(logits, target, weight=None, ignore_index=-100, label
         >>> gpunn.cross_entropy_backward(np.zeros((1, 2)), np.array([1]))
         array([[ 0.5, -0.5]])
     """
-    return _run("backward", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out)
+    return _run("backward", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out,
+                stream=stream, validate=validate)
 
 
 # the arguments the three cross-entropy functions share, written once (a docstring must be a plain literal, so the
@@ -768,7 +806,7 @@ for _fn in (cross_entropy, cross_entropy_backward):
 del _fn
 
 def cross_entropy_with_grad(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
-                            grad=None, *, out=None):
+                            grad=None, *, out=None, stream=None, validate=False):
     r"""``(cross_entropy(...), cross_entropy_backward(...))`` from one read of the logits for the row statistics and
     one more to write the gradient. ``out``: the gradient's buffer, may be ``logits`` itself.
 
@@ -778,30 +816,32 @@ def cross_entropy_with_grad(logits, target, weight=None, ignore_index=-100, labe
         >>> round(float(loss), 6), dx
         (0.693147, array([[ 0.5, -0.5]]))
     """
-    return _run("with_grad", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out)
+    return _run("with_grad", logits, target, weight, ignore_index, label_smoothing, reduction, grad=grad, out=out,
+                stream=stream, validate=validate)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Kernel build check
 # ----------------------------------------------------------------------------------------------------------------------
+def _signatures(dt, idx):
+    """The launch signatures of the four kernels for logits of dtype ``dt`` and class indices of dtype ``idx``."""
+    stats = f"void({dt}[:, ::1], {dt}[:, ::1], {dt}[::1], {dt}, {dt}, int64, int64, int64, " \
+            f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1])"
+    rows = f"void({dt}[:, ::1], {idx}[::1], {dt}[::1], int64, {dt}, {dt}, int64, " \
+           f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], " \
+           f"int64[::1], int64, float64[:, ::1])"
+    total = f"void(float64[:, ::1], int64, int64, {dt}[::1], {dt}[::1])"
+    back = f"void({dt}[:, ::1], {idx}[::1], {dt}[:, ::1], {dt}[::1], int64, {dt}, {dt}, " \
+           f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], int64, int64, int64, " \
+           f"{dt}[:, ::1])"
+    return {"stats": stats, "rows_sum": rows, "total_sum": total, "backward": back}
+
+
 def _register():
     block = 256  # the GPU block size (block_size() outside the simulator)
     variants = [("int32", False), ("int64", False), ("probs", True)]
     for tname, prob in variants:
         idx = "int64" if prob else tname
-
-        def sigs(dt, idx=idx):
-            stats = f"void({dt}[:, ::1], {dt}[:, ::1], {dt}[::1], {dt}, {dt}, int64, int64, int64, " \
-                    f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1])"
-            rows = f"void({dt}[:, ::1], {idx}[::1], {dt}[::1], int64, {dt}, {dt}, int64, " \
-                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], " \
-                   f"int64[::1], float64[:, ::1])"
-            total = f"void(float64[:, ::1], int64, int64, {dt}[::1], {dt}[::1])"
-            back = f"void({dt}[:, ::1], {idx}[::1], {dt}[:, ::1], {dt}[::1], int64, {dt}, {dt}, " \
-                   f"{dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], int64, {dt}, {dt}[::1], int64, int64, int64, " \
-                   f"{dt}[:, ::1])"
-            return {"stats": stats, "rows_sum": rows, "total_sum": total, "backward": back}
-
         for key in ("stats", "rows_sum", "total_sum", "backward"):
             if (key == "total_sum" and tname != "probs") or (key == "stats" and tname == "int64"):
                 continue  # total_sum: one kernel for every target kind; stats: class targets are not read
@@ -810,7 +850,7 @@ def _register():
             _registry.for_dtypes(
                 name.get(key, f"cross_entropy_{key}[{tname}]"),
                 (lambda dt, key=key, prob=prob: _device_kernels(dt, block, prob)[key]),
-                (lambda dt, key=key, sigs=sigs: sigs(dt)[key]), f64_accumulator=key.endswith("_sum"))
+                (lambda dt, key=key, idx=idx: _signatures(dt, idx)[key]), f64_accumulator=key.endswith("_sum"))
 
 
 _register()

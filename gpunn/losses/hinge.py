@@ -1,9 +1,10 @@
 r"""Binary hinge loss (the SVM loss).
 
-Targets are labels in {-1, +1}; any other value (0, 0.5, NaN, ...) is an input error (ValueError naming target).
-On the device the labels are checked by a kernel that raises a flag in a small device array; the flag is read back and
-the error raised BEFORE the loss kernel runs, so no output buffer (nor an ``out`` aliasing the input) is touched.
-That read is one small device-to-host copy per call: the only synchronising step of this loss.
+Targets are labels in {-1, +1}; any other value (0, 0.5, NaN, ...) is an input error (ValueError naming target),
+and its element's loss and gradient are NaN. On the CPU the labels are checked before anything is computed. On the
+device a small kernel checks them on the call's stream and records the first bad index for gpunn.synchronize()
+(gpunn/_errors.py: no host synchronisation); with ``validate=True`` the call waits for that check and raises before
+the loss kernel runs, so no output is written.
 
 Forward:  l = max(0, margin - t x)
 Gradient: dl/dx = -t if margin - t x > 0 else 0   (0 at the kink, as the ReLU convention)
@@ -15,21 +16,26 @@ and 1/numel for 'mean'.
 import functools
 
 import numpy as np
-from numba import cuda, int32, int64, njit
+from numba import cuda, int64, njit
 
-from .. import _registry
+from .. import _errors, _registry
+from .._args import check_real
+from .._arrays import numba_array
 from .._elementwise import typed
-from .._runtime import check_real, launch_config
+from .._launch import Kernel, block_size, current_device_id
+from .._runtime import simulator
 from . import _common
 
 
 # ---- scalar math (one definition, called by the CUDA kernels and by the CPU loop) ------------------------------------
 @functools.lru_cache(maxsize=None)
 def _math(dtype):
-    (zero,) = typed(dtype, 0.0)
+    zero, one, nan = typed(dtype, 0.0, 1.0, np.nan)
 
     @njit(inline="always")
     def f(x, t, p, margin, b):
+        if not (t == one or t == -one):
+            return nan, nan  # not a label: NaN (an error, reported by the label check)
         z = margin - t * x
         if z > zero:
             return z, -t  # l = margin - t x, dl/dx = -t
@@ -42,34 +48,51 @@ def _math(dtype):
 
 # ---- CUDA kernels ----------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _check_kernel(dtype):
+def _check_dispatcher(dtype):
     (one,) = typed(dtype, 1.0)
 
     @cuda.jit
-    def _hinge_check_target_kernel(t, flag):
-        # flag[0] = 1 if any t[i] is not exactly -1 or +1 (an int store of the same value: no race on the result)
+    def _hinge_check_target_kernel(t, flags, slot):
+        # flags[slot] = the first index whose label is not exactly -1 or +1
         for i in range(int64(cuda.grid(1)), t.size, int64(cuda.gridsize(1))):
             ti = t[i]
             if not (ti == one or ti == -one):
-                flag[0] = int32(1)
+                cuda.atomic.min(flags, slot, i)
 
     return _hinge_check_target_kernel
 
 
-def _check_target(args, ops):
-    bad = "target must hold only -1 and +1 labels for the binary hinge loss"
+_CHECK_SIG = "void({0}[::1], int64[::1], int64)"
+
+
+@functools.lru_cache(maxsize=None)
+def _check_kernel(dtype):
+    return Kernel(_check_dispatcher(dtype), _CHECK_SIG.format(np.dtype(dtype).name), "hinge_check_target")
+
+
+_BAD = "target must hold only -1 and +1 labels for the binary hinge loss"
+
+
+def _check_target(args, ops, validate=False):
     if not args.device:
         t = ops.t
         ok = np.logical_or(t == 1, t == -1)
         if not ok.all():
-            raise ValueError(f"{bad}; found {t[~ok][0]!r}")
+            raise ValueError(f"{_BAD}; found {t[~ok][0]!r}")
         return
     if ops.n == 0:
         return
-    flag = cuda.to_device(np.zeros(1, np.int32))
-    _check_kernel(args.dtype)[launch_config(ops.n)](ops.t, flag)
-    if flag.copy_to_host()[0]:
-        raise ValueError(f"{bad} (checked on the device; no output was written)")
+    t = ops.t
+
+    def describe(i):
+        return f"{_BAD}; found target.flat[{i}] = {numba_array(t)[i:i + 1].copy_to_host()[0]!r}"
+
+    flags, slot = _errors.slot(0 if simulator() else current_device_id(), args.stream, describe)
+    kernel = _check_kernel(args.dtype)
+    block = block_size()
+    kernel(kernel.grid(ops.n, block), block, args.stream, t, flags, np.int64(slot))
+    if validate:
+        _errors.check()
 
 
 def _check_margin(margin):
@@ -77,7 +100,7 @@ def _check_margin(margin):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def hinge_loss(input, target, margin=1.0, reduction="mean", *, out=None):
+def hinge_loss(input, target, margin=1.0, reduction="mean", *, out=None, stream=None, validate=False):
     r"""Binary hinge loss.
 
     .. math:: \ell_i = \max(0,\ m - t_i x_i), \quad t_i \in \{-1, +1\}
@@ -88,6 +111,9 @@ def hinge_loss(input, target, margin=1.0, reduction="mean", *, out=None):
         margin: a finite number (default 1).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
+        validate: device calls only: wait for the label check and raise at once (default: the error is raised by
+            ``gpunn.synchronize()``; the bad elements' loss and gradient are NaN).
 
     Returns:
         ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype.
@@ -99,10 +125,11 @@ def hinge_loss(input, target, margin=1.0, reduction="mean", *, out=None):
     """
     margin = _check_margin(margin)
     return _common.pointwise(_math, "forward", input, target, reduction, out=out, a=margin,
-                             extra_check=_check_target)
+                             extra_check=functools.partial(_check_target, validate=validate),
+                             stream=stream)
 
 
-def hinge_loss_backward(input, target, margin=1.0, reduction="mean", grad=None, *, out=None):
+def hinge_loss_backward(input, target, margin=1.0, reduction="mean", grad=None, *, out=None, stream=None, validate=False):
     r"""Gradient of :func:`hinge_loss` with respect to ``input``.
 
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s \cdot (-t_i)\, [m - t_i x_i > 0]
@@ -117,10 +144,11 @@ def hinge_loss_backward(input, target, margin=1.0, reduction="mean", grad=None, 
     """
     margin = _check_margin(margin)
     return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out, a=margin,
-                             extra_check=_check_target)
+                             extra_check=functools.partial(_check_target, validate=validate),
+                             stream=stream)
 
 
-def hinge_loss_with_grad(input, target, margin=1.0, reduction="mean", grad=None):
+def hinge_loss_with_grad(input, target, margin=1.0, reduction="mean", grad=None, *, stream=None, validate=False):
     r"""``(hinge_loss(...), hinge_loss_backward(...))`` from one pass over the data (one kernel writes both; the
     label check on the device is one more small kernel before it).
 
@@ -132,8 +160,9 @@ def hinge_loss_with_grad(input, target, margin=1.0, reduction="mean", grad=None)
     """
     margin = _check_margin(margin)
     return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad, a=margin,
-                             extra_check=_check_target)
+                             extra_check=functools.partial(_check_target, validate=validate),
+                             stream=stream)
 
 
 _common.register_pointwise("hinge_loss", _math)
-_registry.for_dtypes("hinge_check_target", _check_kernel, lambda dt: f"void({dt}[::1], int32[::1])")
+_registry.for_dtypes("hinge_check_target", _check_dispatcher, _CHECK_SIG.format)

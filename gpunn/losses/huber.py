@@ -21,7 +21,8 @@ import functools
 from numba import njit
 
 from .._elementwise import typed
-from .._runtime import FLOAT_DTYPES, check_real, dtype_of, kind
+from .._args import check_real
+from .._arrays import FLOAT_DTYPES, dtype_of, kind
 from . import _common
 from . import l1 as _l1
 
@@ -76,7 +77,7 @@ def _check_beta(beta, input):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def huber_loss(input, target, delta=1.0, reduction="mean", *, out=None):
+def huber_loss(input, target, delta=1.0, reduction="mean", *, out=None, stream=None):
     r"""Huber loss (``torch.nn.functional.huber_loss``).
 
     .. math:: \ell_i = \begin{cases} \tfrac12 d_i^2 & |d_i| < \delta \\
@@ -88,6 +89,7 @@ def huber_loss(input, target, delta=1.0, reduction="mean", *, out=None):
         delta: the threshold, a finite number > 0 (else ValueError naming delta).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype.
@@ -98,10 +100,10 @@ def huber_loss(input, target, delta=1.0, reduction="mean", *, out=None):
         array([0.125, 2.5  ])
     """
     delta = _check_delta(delta)
-    return _common.pointwise(_huber_math, "forward", input, target, reduction, out=out, a=delta, b=0.5 * delta)
+    return _common.pointwise(_huber_math, "forward", input, target, reduction, out=out, a=delta, b=0.5 * delta, stream=stream)
 
 
-def huber_loss_backward(input, target, delta=1.0, reduction="mean", grad=None, *, out=None):
+def huber_loss_backward(input, target, delta=1.0, reduction="mean", grad=None, *, out=None, stream=None):
     r"""Gradient of :func:`huber_loss` with respect to ``input``.
 
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s \begin{cases} d_i & |d_i| < \delta \\
@@ -117,10 +119,10 @@ def huber_loss_backward(input, target, delta=1.0, reduction="mean", grad=None, *
     """
     delta = _check_delta(delta)
     return _common.pointwise(_huber_math, "backward", input, target, reduction, grad=grad, out=out,
-                             a=delta, b=0.5 * delta)
+                             a=delta, b=0.5 * delta, stream=stream)
 
 
-def huber_loss_with_grad(input, target, delta=1.0, reduction="mean", grad=None):
+def huber_loss_with_grad(input, target, delta=1.0, reduction="mean", grad=None, *, stream=None):
     r"""``(huber_loss(...), huber_loss_backward(...))`` from one pass over the data (one kernel writes both).
 
     Example:
@@ -130,10 +132,10 @@ def huber_loss_with_grad(input, target, delta=1.0, reduction="mean", grad=None):
         (2.625, array([0.5, 1. ]))
     """
     delta = _check_delta(delta)
-    return _common.pointwise(_huber_math, "with_grad", input, target, reduction, grad=grad, a=delta, b=0.5 * delta)
+    return _common.pointwise(_huber_math, "with_grad", input, target, reduction, grad=grad, a=delta, b=0.5 * delta, stream=stream)
 
 
-def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None):
+def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None, stream=None):
     r"""Smooth L1 loss (``torch.nn.functional.smooth_l1_loss``): ``huber_loss(delta=beta) / beta``.
 
     .. math:: \ell_i = \begin{cases} \tfrac12 d_i^2 / \beta & |d_i| < \beta \\
@@ -146,6 +148,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None):
             :func:`l1_loss`.
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype.
@@ -157,11 +160,11 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None):
     """
     beta = _check_beta(beta, input)
     if beta == 0.0:
-        return _common.pointwise(_l1._math, "forward", input, target, reduction, out=out)
-    return _common.pointwise(_smooth_l1_math, "forward", input, target, reduction, out=out, a=beta, b=0.5 * beta)
+        return _common.pointwise(_l1._math, "forward", input, target, reduction, out=out, stream=stream)
+    return _common.pointwise(_smooth_l1_math, "forward", input, target, reduction, out=out, a=beta, b=0.5 * beta, stream=stream)
 
 
-def smooth_l1_loss_backward(input, target, beta=1.0, reduction="mean", grad=None, *, out=None):
+def smooth_l1_loss_backward(input, target, beta=1.0, reduction="mean", grad=None, *, out=None, stream=None):
     r"""Gradient of :func:`smooth_l1_loss` with respect to ``input``.
 
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i\, s \begin{cases} d_i / \beta & |d_i| < \beta \\
@@ -177,12 +180,12 @@ def smooth_l1_loss_backward(input, target, beta=1.0, reduction="mean", grad=None
     """
     beta = _check_beta(beta, input)
     if beta == 0.0:
-        return _common.pointwise(_l1._math, "backward", input, target, reduction, grad=grad, out=out)
+        return _common.pointwise(_l1._math, "backward", input, target, reduction, grad=grad, out=out, stream=stream)
     return _common.pointwise(_smooth_l1_math, "backward", input, target, reduction, grad=grad, out=out,
-                             a=beta, b=0.5 * beta)
+                             a=beta, b=0.5 * beta, stream=stream)
 
 
-def smooth_l1_loss_with_grad(input, target, beta=1.0, reduction="mean", grad=None):
+def smooth_l1_loss_with_grad(input, target, beta=1.0, reduction="mean", grad=None, *, stream=None):
     r"""``(smooth_l1_loss(...), smooth_l1_loss_backward(...))`` from one pass over the data (one kernel writes both).
 
     Example:
@@ -193,8 +196,8 @@ def smooth_l1_loss_with_grad(input, target, beta=1.0, reduction="mean", grad=Non
     """
     beta = _check_beta(beta, input)
     if beta == 0.0:
-        return _common.pointwise(_l1._math, "with_grad", input, target, reduction, grad=grad)
-    return _common.pointwise(_smooth_l1_math, "with_grad", input, target, reduction, grad=grad, a=beta, b=0.5 * beta)
+        return _common.pointwise(_l1._math, "with_grad", input, target, reduction, grad=grad, stream=stream)
+    return _common.pointwise(_smooth_l1_math, "with_grad", input, target, reduction, grad=grad, a=beta, b=0.5 * beta, stream=stream)
 
 
 _common.register_pointwise("huber_loss", _huber_math)

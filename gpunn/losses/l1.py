@@ -37,7 +37,7 @@ def _math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def l1_loss(input, target, reduction="mean", *, out=None):
+def l1_loss(input, target, reduction="mean", *, out=None, stream=None):
     r"""L1 loss / mean absolute error (``torch.nn.functional.l1_loss``).
 
     .. math:: \ell = \operatorname{reduce}_i\, |x_i - t_i|
@@ -47,6 +47,7 @@ def l1_loss(input, target, reduction="mean", *, out=None):
         target: same shape, kind and dtype as ``input``.
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype (on the
@@ -57,10 +58,10 @@ def l1_loss(input, target, reduction="mean", *, out=None):
         >>> gpunn.l1_loss(np.array([1.0, -3.0]), np.array([0.0, 0.0]))
         array(2.)
     """
-    return _common.pointwise(_math, "forward", input, target, reduction, out=out)
+    return _common.pointwise(_math, "forward", input, target, reduction, out=out, stream=stream)
 
 
-def l1_loss_backward(input, target, reduction="mean", grad=None, *, out=None):
+def l1_loss_backward(input, target, reduction="mean", grad=None, *, out=None, stream=None):
     r"""Gradient of :func:`l1_loss` with respect to ``input``.
 
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i \cdot s \cdot \operatorname{sign}(x_i - t_i),
@@ -68,6 +69,7 @@ def l1_loss_backward(input, target, reduction="mean", grad=None, *, out=None):
 
     with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad``: ``None`` (1), a scalar or
     a one-element array for ``"mean"``/``"sum"``, an array of ``input``'s shape (or a scalar) for ``"none"``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, an array like ``input`` (``out`` if given; it may alias ``input``, ``target`` or ``grad``).
@@ -77,10 +79,10 @@ def l1_loss_backward(input, target, reduction="mean", grad=None, *, out=None):
         >>> gpunn.l1_loss_backward(np.array([1.0, -3.0, 0.0]), np.zeros(3), reduction="sum")
         array([ 1., -1.,  0.])
     """
-    return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out)
+    return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out, stream=stream)
 
 
-def l1_loss_with_grad(input, target, reduction="mean", grad=None):
+def l1_loss_with_grad(input, target, reduction="mean", grad=None, *, stream=None):
     r"""``(l1_loss(...), l1_loss_backward(...))`` from one pass over the data (one kernel writes both).
 
     Example:
@@ -89,7 +91,7 @@ def l1_loss_with_grad(input, target, reduction="mean", grad=None):
         >>> float(loss), dx
         (4.0, array([ 1., -1.]))
     """
-    return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad)
+    return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad, stream=stream)
 
 
 mae_loss = l1_loss

@@ -26,7 +26,7 @@ def _math(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def mse_loss(input, target, reduction="mean", *, out=None):
+def mse_loss(input, target, reduction="mean", *, out=None, stream=None):
     r"""Mean squared error (``torch.nn.functional.mse_loss``).
 
     .. math:: \ell = \operatorname{reduce}_i\, (x_i - t_i)^2
@@ -36,6 +36,7 @@ def mse_loss(input, target, reduction="mean", *, out=None):
         target: same shape, kind and dtype as ``input``.
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``"none"``: an array like ``input``; ``"mean"``/``"sum"``: a 0-d array of ``input``'s kind and dtype (on the
@@ -46,16 +47,17 @@ def mse_loss(input, target, reduction="mean", *, out=None):
         >>> gpunn.mse_loss(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
         array(2.5)
     """
-    return _common.pointwise(_math, "forward", input, target, reduction, out=out)
+    return _common.pointwise(_math, "forward", input, target, reduction, out=out, stream=stream)
 
 
-def mse_loss_backward(input, target, reduction="mean", grad=None, *, out=None):
+def mse_loss_backward(input, target, reduction="mean", grad=None, *, out=None, stream=None):
     r"""Gradient of :func:`mse_loss` with respect to ``input``.
 
     .. math:: \frac{\partial \ell}{\partial x_i} = g_i \cdot s \cdot 2 (x_i - t_i)
 
     with ``s = 1/numel`` for ``"mean"``, else 1, and ``g`` the upstream gradient ``grad``: ``None`` (1), a scalar or
     a one-element array for ``"mean"``/``"sum"``, an array of ``input``'s shape (or a scalar) for ``"none"``.
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
         ``dx``, an array like ``input`` (``out`` if given; it may alias ``input``, ``target`` or ``grad``).
@@ -65,10 +67,10 @@ def mse_loss_backward(input, target, reduction="mean", grad=None, *, out=None):
         >>> gpunn.mse_loss_backward(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
         array([1., 2.])
     """
-    return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out)
+    return _common.pointwise(_math, "backward", input, target, reduction, grad=grad, out=out, stream=stream)
 
 
-def mse_loss_with_grad(input, target, reduction="mean", grad=None):
+def mse_loss_with_grad(input, target, reduction="mean", grad=None, *, stream=None):
     r"""``(mse_loss(...), mse_loss_backward(...))`` from one pass over the data (one kernel writes both).
 
     Example:
@@ -77,7 +79,7 @@ def mse_loss_with_grad(input, target, reduction="mean", grad=None):
         >>> float(loss), dx
         (2.5, array([1., 2.]))
     """
-    return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad)
+    return _common.pointwise(_math, "with_grad", input, target, reduction, grad=grad, stream=stream)
 
 
 _common.register_pointwise("mse_loss", _math)

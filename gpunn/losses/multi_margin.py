@@ -32,8 +32,12 @@ from numba import cuda, float64, from_dtype, int64, njit, prange
 
 from .. import _cpu, _registry
 from .._elementwise import typed
-from .._reduce import block_partial_fn, partials_array, reduce_grid
-from .._runtime import Args, block_size, check_real, dtype_of, kind, launch_config
+from .. import _errors
+from .._args import Args, check_real
+from .._arrays import dtype_of, kind, numba_array
+from .._launch import Kernel, block_size, current_device_id, scratch
+from .._reduce import block_partial_fn, finish, reduce_grid
+from .._runtime import simulator
 from . import _common
 from .cross_entropy import INDEX_DTYPES, chunk_grid, row_layout
 
@@ -66,12 +70,12 @@ def _math(dtype):
 @functools.lru_cache(maxsize=None)
 def _device_kernels(dtype, block):
     term = _math(dtype)
-    (zero,) = typed(dtype, 0.0)
+    zero, nan = typed(dtype, 0.0, np.nan)
     nbt = from_dtype(dtype)
     block_partial = block_partial_fn(block)
 
     @cuda.jit
-    def _multi_margin_stats_kernel(x, t, margin, p, group, chunk, n_chunks, ps, pd, flags):
+    def _multi_margin_stats_kernel(x, t, margin, p, group, chunk, n_chunks, ps, pd, flags, slot):
         # item = (row, chunk), read by a group of threads: partial sums of max(0, h)^p and of d over i != y
         n_rows = x.shape[0]
         n_cols = x.shape[1]
@@ -90,7 +94,7 @@ def _device_kernels(dtype, block):
                 row = item // n_chunks
                 y = t[row]
                 if y < 0 or y >= n_cols:
-                    cuda.atomic.min(flags, 0, row)  # never read x[row, y] out of bounds
+                    cuda.atomic.min(flags, slot, row)  # never read x[row, y] out of bounds
                 else:
                     lo = (item - row * n_chunks) * chunk
                     hi = min(lo + chunk, n_cols)
@@ -129,8 +133,8 @@ def _device_kernels(dtype, block):
                 s += ps[j + k]
                 d += pd[j + k]
             y = t[row]
-            loss = zero
-            if y >= 0 and y < w.size:  # a bad target was flagged by the stats kernel
+            loss = nan  # a bad target (flagged by the stats kernel): NaN
+            if y >= 0 and y < w.size:
                 loss = (w[y] * s) * inv_c
             d_rows[row] = d
             loss_rows[row] = loss
@@ -151,12 +155,16 @@ def _device_kernels(dtype, block):
             lo = (item - row * n_chunks) * chunk
             hi = min(lo + chunk, n_cols)
             y = t[row]
-            k = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * (w[y] * inv_c)
-            xb = margin - x[row, y]
-            for c in range(lo + lane, hi, group):
-                if c != y:
-                    v, dv = term(x[row, c], xb, p)
-                    out[row, c] = k * dv
+            if y < 0 or y >= n_cols:  # a bad target: NaN, never x[row, y]
+                for c in range(lo + lane, hi, group):
+                    out[row, c] = nan
+            else:
+                k = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * (w[y] * inv_c)
+                xb = margin - x[row, y]
+                for c in range(lo + lane, hi, group):
+                    if c != y:
+                        v, dv = term(x[row, c], xb, p)
+                        out[row, c] = k * dv
             item += int64(cuda.gridDim.x) * per_block
 
     @cuda.jit
@@ -164,8 +172,9 @@ def _device_kernels(dtype, block):
         # the target column: dx_y = -up(row) (w_y / C) sum_{i != y} d_i (after every other element read x[row, y])
         for row in range(int64(cuda.grid(1)), t.size, int64(cuda.gridsize(1))):
             y = t[row]
-            k = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * (w[y] * inv_c)
-            out[row, y] = -(k * d_rows[row])
+            if y >= 0 and y < w.size:
+                k = ((dy[row] if dmode == 2 else dy[0]) * g if dmode else g) * (w[y] * inv_c)
+                out[row, y] = -(k * d_rows[row])
 
     return {"stats": _multi_margin_stats_kernel, "rows_sum": _multi_margin_rows_sum_kernel,
             "backward": _multi_margin_backward_kernel, "target": _multi_margin_target_kernel}
@@ -208,9 +217,9 @@ def _cpu_loop(dtype):
 # ----------------------------------------------------------------------------------------------------------------------
 # Argument checks and the public functions
 # ----------------------------------------------------------------------------------------------------------------------
-def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None):
+def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None, stream=None, validate=False):
     reduction = _common.check_reduction(reduction)
-    args = Args(logits=logits)
+    args = Args(stream=stream, logits=logits)
     shape = tuple(int(s) for s in logits.shape)
     if len(shape) != 2:
         raise ValueError(f"logits must have shape (N, C), got {shape}")
@@ -259,36 +268,41 @@ def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None
     scale = _common.reduction_scale(reduction, n_rows)
 
     if args.device:
+        stream = args.stream
         block = block_size()
-        k = _device_kernels(dt, block)
+        k = _kernels(dt, block, t.dtype)
         group, chunk, n_chunks = row_layout(n_cols, block)
         n_items = n_rows * n_chunks
-        ps, pd = (cuda.device_array(max(n_items, 1), dt) for _ in range(2))
-        d_rows = cuda.device_array(max(n_rows, 1), dt)
+        blocks, _ = reduce_grid(n_rows)
+        ps, pd, d_rows, rows_tmp, partials = scratch(args.array("logits"), stream, "multi_margin",
+                                                     (dt, (max(n_items, 1),)), (dt, (max(n_items, 1),)),
+                                                     (dt, (max(n_rows, 1),)), (dt, (max(n_rows, 1),)),
+                                                     (np.float64, (1, blocks)))
         if loss_rows is None:
-            loss_rows = cuda.device_array(max(n_rows, 1), dt)
-        flags = cuda.to_device(np.full(1, n_rows, np.int64))
+            loss_rows = rows_tmp
         if n_rows:
-            k["stats"][chunk_grid(n_items, group, block)](x, t, tm, tp, np.int64(group), np.int64(chunk),
-                                                          np.int64(n_chunks), ps, pd, flags)
-        bad = int(flags.copy_to_host()[0])
-        if bad < n_rows:
-            _raise_bad_target(bad, int(t[bad:bad + 1].copy_to_host()[0]), n_cols)
-        grid = reduce_grid(n_rows)
-        partials = partials_array(1, grid[0])
-        k["rows_sum"][grid](t, w, inv_c, np.int64(n_chunks), ps, pd, d_rows, loss_rows, partials)
+            def describe(row):
+                return _bad_target_message(row, int(numba_array(t)[row:row + 1].copy_to_host()[0]), n_cols)
+
+            flags, slot = _errors.slot(0 if simulator() else current_device_id(), stream, describe)
+            k["stats"](chunk_grid(n_items, group, block), block, stream, x, t, tm, tp, np.int64(group),
+                       np.int64(chunk), np.int64(n_chunks), ps, pd, flags, np.int64(slot))
+            if validate:
+                _errors.check()
+        k["rows_sum"](blocks, block, stream, t, w, inv_c, np.int64(n_chunks), ps, pd, d_rows, loss_rows, partials)
         if reduce:
-            _common.finish_scalar(partials, scale, loss_flat)
+            finish(partials, scale, loss_flat, stream)
         if dx is not None and n_rows:
-            k["backward"][chunk_grid(n_items, group, block)](x, t, w, tm, tp, inv_c, d_rows, *up, np.int64(group),
-                                                             np.int64(chunk), np.int64(n_chunks), dxv)
-            k["target"][launch_config(n_rows)](t, w, inv_c, d_rows, *up, dxv)
+            k["backward"](chunk_grid(n_items, group, block), block, stream, x, t, w, tm, tp, inv_c, d_rows, *up,
+                          np.int64(group), np.int64(chunk), np.int64(n_chunks), dxv)
+            target = k["target"]
+            target(target.grid(n_rows, block), block, stream, t, w, inv_c, d_rows, *up, dxv)
     else:
         t = tv = np.asarray(t).astype(np.int64, copy=False)  # one CPU compilation for both index dtypes
         off = (tv < 0) | (tv >= n_cols)
         if off.any():
             row = int(np.argmax(off))
-            _raise_bad_target(row, int(tv[row]), n_cols)
+            raise ValueError(_bad_target_message(row, int(tv[row]), n_cols))
         rows = np.empty(n_rows, np.float64)
         if n_rows:
             dy, dmode, g = up if up else (x.reshape(-1), np.int64(0), dt.type(0))
@@ -307,11 +321,12 @@ def _run(what, logits, target, p, margin, weight, reduction, grad=None, out=None
     return loss, dx
 
 
-def _raise_bad_target(row, value, n_cols):
-    raise ValueError(f"target[{row}] = {value} is not a class index in [0, {n_cols})")
+def _bad_target_message(row, value, n_cols):
+    return f"target[{row}] = {value} is not a class index in [0, {n_cols})"
 
 
-def multi_margin_loss(logits, target, p=1, margin=1.0, weight=None, reduction="mean", *, out=None):
+def multi_margin_loss(logits, target, p=1, margin=1.0, weight=None, reduction="mean", *, out=None, stream=None,
+                      validate=False):
     r"""Multi-class margin (hinge) loss (``torch.nn.functional.multi_margin_loss``).
 
     .. math:: \ell_n = \frac{1}{C} \sum_{i \ne y_n} w_{y_n} \max(0,\ m - x_{n y_n} + x_{ni})^p
@@ -324,24 +339,28 @@ def multi_margin_loss(logits, target, p=1, margin=1.0, weight=None, reduction="m
         weight: optional (C,) class weights, ``logits``'s dtype; row n is weighted by ``weight[target[n]]``.
         reduction: ``"mean"`` (divided by N), ``"sum"`` or ``"none"`` (the (N,) row losses).
         out: optional preallocated (N,) row losses (reduction ``"none"`` only).
+        stream: CUDA stream for a device call (default: the current stream of the inputs' library).
+        validate: device calls only: wait for the target check and raise at once (default: a bad row's loss and
+            gradient are NaN and ``gpunn.synchronize()`` raises the error).
 
     Returns:
         ``"none"``: (N,) array like ``logits``; ``"mean"``/``"sum"``: a 0-d array of ``logits``'s kind and dtype (it
         stays on the device for device inputs; ``float(loss)`` reads it).
 
     Raises:
-        ValueError: a target outside [0, C) (checked on the device for device inputs).
+        ValueError: a target outside [0, C) (on the device: at ``gpunn.synchronize()``, or at once with
+            ``validate=True``).
 
     Example:
         >>> import numpy as np, gpunn
         >>> float(gpunn.multi_margin_loss(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([3])))
         0.32499999999999996
     """
-    return _run("forward", logits, target, p, margin, weight, reduction, out=out)
+    return _run("forward", logits, target, p, margin, weight, reduction, out=out, stream=stream, validate=validate)
 
 
 def multi_margin_loss_backward(logits, target, p=1, margin=1.0, weight=None, reduction="mean", grad=None, *,
-                               out=None):
+                               out=None, stream=None, validate=False):
     r"""Gradient of :func:`multi_margin_loss` with respect to ``logits``.
 
     .. math:: \frac{\partial \ell}{\partial x_{ni}} = g_n s \frac{w_{y_n}}{C} d_{ni}\ (i \ne y_n), \qquad
@@ -356,11 +375,12 @@ def multi_margin_loss_backward(logits, target, p=1, margin=1.0, weight=None, red
         >>> gpunn.multi_margin_loss_backward(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([3]))
         array([[ 0.25,  0.25,  0.25, -0.75]])
     """
-    return _run("backward", logits, target, p, margin, weight, reduction, grad=grad, out=out)
+    return _run("backward", logits, target, p, margin, weight, reduction, grad=grad, out=out, stream=stream,
+                validate=validate)
 
 
 def multi_margin_loss_with_grad(logits, target, p=1, margin=1.0, weight=None, reduction="mean", grad=None, *,
-                                out=None):
+                                out=None, stream=None, validate=False):
     r"""``(multi_margin_loss(...), multi_margin_loss_backward(...))`` from one statistics pass and one gradient pass.
     ``out``: the gradient's buffer, may be ``logits`` itself.
 
@@ -370,29 +390,38 @@ def multi_margin_loss_with_grad(logits, target, p=1, margin=1.0, weight=None, re
         >>> round(float(loss), 6), dx
         (0.325, array([[ 0.25,  0.25,  0.25, -0.75]]))
     """
-    return _run("with_grad", logits, target, p, margin, weight, reduction, grad=grad, out=out)
+    return _run("with_grad", logits, target, p, margin, weight, reduction, grad=grad, out=out, stream=stream,
+                validate=validate)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Kernel build check
 # ----------------------------------------------------------------------------------------------------------------------
+def _signatures(dt, idx):
+    return {
+        "stats": f"void({dt}[:, ::1], {idx}[::1], {dt}, int64, int64, int64, int64, {dt}[::1], {dt}[::1], "
+                 f"int64[::1], int64)",
+        "rows_sum": f"void({idx}[::1], {dt}[::1], {dt}, int64, {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], "
+                    f"float64[:, ::1])",
+        "backward": f"void({dt}[:, ::1], {idx}[::1], {dt}[::1], {dt}, int64, {dt}, {dt}[::1], {dt}[::1], "
+                    f"int64, {dt}, int64, int64, int64, {dt}[:, ::1])",
+        "target": f"void({idx}[::1], {dt}[::1], {dt}, {dt}[::1], {dt}[::1], int64, {dt}, {dt}[:, ::1])",
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(dtype, block, index_dtype):
+    sigs = _signatures(np.dtype(dtype).name, np.dtype(index_dtype).name)
+    return {key: Kernel(d, sigs[key], f"multi_margin_{key}") for key, d in _device_kernels(dtype, block).items()}
+
+
 def _register():
     block = 256  # the GPU block size (block_size() outside the simulator)
     for idx in ("int32", "int64"):
-        def sigs(dt, idx=idx):
-            return {
-                "stats": f"void({dt}[:, ::1], {idx}[::1], {dt}, int64, int64, int64, int64, {dt}[::1], {dt}[::1], "
-                         f"int64[::1])",
-                "rows_sum": f"void({idx}[::1], {dt}[::1], {dt}, int64, {dt}[::1], {dt}[::1], {dt}[::1], {dt}[::1], "
-                            f"float64[:, ::1])",
-                "backward": f"void({dt}[:, ::1], {idx}[::1], {dt}[::1], {dt}, int64, {dt}, {dt}[::1], {dt}[::1], "
-                            f"int64, {dt}, int64, int64, int64, {dt}[:, ::1])",
-                "target": f"void({idx}[::1], {dt}[::1], {dt}, {dt}[::1], {dt}[::1], int64, {dt}, {dt}[:, ::1])",
-            }
-
         for key in ("stats", "rows_sum", "backward", "target"):
             _registry.for_dtypes(f"multi_margin_{key}[{idx}]", (lambda dt, key=key: _device_kernels(dt, block)[key]),
-                                 (lambda dt, key=key, sigs=sigs: sigs(dt)[key]), f64_accumulator=key == "rows_sum")
+                                 (lambda dt, key=key, idx=idx: _signatures(dt, idx)[key]),
+                                 f64_accumulator=key == "rows_sum")
 
 
 _register()

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._runtime import _is_c_contiguous, contiguous, device_view, dtype_of, kind
+from .._arrays import device_array, dtype_of, kind
+from .._copy import gather
+from .._launch import current_stream
 
 
 def _native_dtype(x):
@@ -135,10 +137,7 @@ def flatten(arrays):
     for x, shape, n, o in pieces:
         piece = flat[o:o + n]
         if n:
-            src = device_view(x)
-            if not _is_c_contiguous(src):
-                src = device_view(contiguous(src))
-            piece.copy_to_device(src.reshape(n))
+            gather(device_array(x), device_array(piece).reshape(shape), current_stream(x))
         views.append(piece.reshape(shape))
     return flat, views
 

@@ -76,8 +76,12 @@ from numba import cuda, float64, int64, njit, prange
 
 from .. import _cpu, _registry
 from .._reduce import block_partial_fn
-from .._runtime import (FLOAT_DTYPES, HOST_KINDS, _is_c_contiguous, _require_device, block_size, check_real,
-                        device_view, dtype_of, host_view, kind, simulator)
+from .._args import check_real
+from .._arrays import FLOAT_DTYPES, HOST_KINDS, device_array, dtype_of, host_view, kind
+from .._arrays import is_c_contiguous as _is_c_contiguous
+from .._launch import Kernel, block_size, sm_count, synchronize_stream, stream_of
+from .._runtime import require_device as _require_device
+from .._runtime import simulator
 
 MAX_TENSORS_PER_LAUNCH = 24
 CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 params -> 1024 chunks, enough blocks to fill an H100
@@ -235,19 +239,13 @@ class _Batch:
         self.n_chunks = len(rows)
         self.table = cuda.to_device(np.array(rows, np.int64).reshape(-1, 4))
         threads = threads_per_block()
-        self.blocks = max(1, min(self.n_chunks, 2 if simulator() else _sm_count() * 8))  # 2: grid-stride tested
+        self.blocks = max(1, min(self.n_chunks, 2 if simulator() else sm_count() * 8))  # 2: grid-stride tested
         self.threads = threads
         self.partials = cuda.device_array((2, self.blocks), np.float64)
 
     def tuple_of(self, arrays, width):
         chosen = [arrays[k] for k in self.members]
         return tuple(chosen + [chosen[0]] * (width - len(chosen)))  # padding is never indexed by the table
-
-
-def _sm_count():
-    from .._runtime import _sm_count as sm
-
-    return sm()
 
 
 class _Group:
@@ -266,7 +264,7 @@ class _Group:
         self.batches = []
         if device:
             nonempty = [k for k in range(len(views)) if sizes[k]]
-            self.width = min(len(nonempty), MAX_TENSORS_PER_LAUNCH)
+            self.width = MAX_TENSORS_PER_LAUNCH  # one compiled width (the registered one); padding is never read
             for b in range(0, len(nonempty), MAX_TENSORS_PER_LAUNCH):
                 self.batches.append(_Batch(nonempty[b:b + MAX_TENSORS_PER_LAUNCH], self.offsets, views,
                                            chunk_size()))
@@ -401,7 +399,7 @@ class Optimizer:
         return device
 
     def _flat_param(self, x):
-        return device_view(x).reshape(-1) if self.device else host_view(x).reshape(-1)
+        return device_array(x).reshape(-1) if self.device else host_view(x).reshape(-1)
 
     def _flat_grads(self, grads):
         """Check every gradient against its parameter, then give 1-D views (host or device, as the params)."""
@@ -424,11 +422,11 @@ class Optimizer:
             if self.device and not _is_c_contiguous(g):
                 raise ValueError(f"{name} must be C-contiguous on the device")
         if self.device:
-            return [device_view(g).reshape(-1) for g in grads]
+            return [device_array(g).reshape(-1) for g in grads]
         return [np.ascontiguousarray(host_view(g)).reshape(-1) for g in grads]
 
     # ---- the step ----------------------------------------------------------------------------------------------------
-    def step(self, grads, grad_scale=None) -> bool:
+    def step(self, grads, grad_scale=None, stream=None) -> bool:
         r"""Update every parameter in place from ``grads`` (one array per parameter, same shape, dtype and side).
 
         Args:
@@ -448,6 +446,7 @@ class Optimizer:
         if grad_scale is not None:
             grad_scale = check_real("grad_scale", grad_scale, low=0.0, low_open=True)
         flat = self._flat_grads(grads)
+        self._stream = stream_of(stream, self._params[0]) if self.device else 0
         launches = 0
         gscale = 1.0
         max_norm = hp.get("max_grad_norm")
@@ -481,12 +480,13 @@ class Optimizer:
         launches = 0
         for group in self._groups:
             if self.device:
-                kernel = check_kernel(threads_per_block())
+                kernel = _check_launcher(group.dtype, group.width, threads_per_block())
                 gviews = [flat[i] for i in group.indices]
                 for batch in group.batches:
-                    kernel[batch.blocks, batch.threads](batch.tuple_of(gviews, group.width), batch.table,
-                                                        batch.partials)
+                    kernel(batch.blocks, batch.threads, self._stream, batch.tuple_of(gviews, group.width),
+                           device_array(batch.table), device_array(batch.partials))
                     launches += 1
+                    synchronize_stream(self._stream)
                     part = batch.partials.copy_to_host()
                     sq += float(part[0].sum())
                     bad += float(part[1].sum())
@@ -502,12 +502,12 @@ class Optimizer:
         h = _typed(group.dtype, *scalars)
         states = [group.state[s] if uses[s] else group.dummy for s in range(N_STATE)]
         if self.device:
-            kernel = step_kernel(self._math(group.dtype), group.dtype)
+            kernel = _step_launcher(self._math(group.dtype), group.dtype, group.width, len(h))
             gviews = [flat[i] for i in group.indices]
+            states = [device_array(a) for a in states]
             for batch in group.batches:
-                kernel[batch.blocks, batch.threads](batch.tuple_of(group.views, group.width),
-                                                    batch.tuple_of(gviews, group.width), batch.table,
-                                                    *states, *uses, h)
+                kernel(batch.blocks, batch.threads, self._stream, batch.tuple_of(group.views, group.width),
+                       batch.tuple_of(gviews, group.width), device_array(batch.table), *states, *uses, h)
             return len(group.batches)
         update = self._math(group.dtype)
         for pos, i in enumerate(group.indices):
@@ -670,18 +670,13 @@ def _check_disjoint(params):
 
 def _address(x):
     """The address of a C-contiguous array's first element (host or device; simulator arrays: their host memory)."""
-    k = kind(x)
-    if k in HOST_KINDS:
+    if kind(x) in HOST_KINDS:
         return host_view(x).__array_interface__["data"][0]
-    if simulator():
-        return device_view(x)._ary.__array_interface__["data"][0]
-    if k == "torch_cuda":
-        return x.data_ptr()
-    return int(device_view(x).__cuda_array_interface__["data"][0])
+    return device_array(x).ptr
 
 
 def _to_host(x):
-    from .._runtime import to_host
+    from .._arrays import to_host
 
     return to_host(x)
 
@@ -716,18 +711,33 @@ def register_step(name, math_for_dtype, n_scalars):
     """Register an optimizer's fused step kernel (float32 and float64) at the full batch width."""
     w = MAX_TENSORS_PER_LAUNCH
 
-    def sig(dt):
-        arr = f"{dt}[::1]"
-        return (f"void(UniTuple({arr}, {w}), UniTuple({arr}, {w}), int64[:, ::1], {arr}, {arr}, {arr}, "
-                f"boolean, boolean, boolean, UniTuple({dt}, {n_scalars}))")
+    _registry.for_dtypes(f"{name}_step", lambda dt: step_kernel(math_for_dtype(dt), dt),
+                         lambda dt: _step_signature(dt, w, n_scalars))
 
-    _registry.for_dtypes(f"{name}_step", lambda dt: step_kernel(math_for_dtype(dt), dt), sig)
+
+def _step_signature(dt, width, n_scalars):
+    arr = f"{dt}[::1]"
+    return (f"void(UniTuple({arr}, {width}), UniTuple({arr}, {width}), int64[:, ::1], {arr}, {arr}, {arr}, "
+            f"boolean, boolean, boolean, UniTuple({dt}, {n_scalars}))")
+
+
+def _check_signature(dt, width):
+    return f"void(UniTuple({dt}[::1], {width}), int64[:, ::1], float64[:, ::1])"
+
+
+@functools.lru_cache(maxsize=None)
+def _step_launcher(update, dtype, width, n_scalars):
+    return Kernel(step_kernel(update, dtype), _step_signature(np.dtype(dtype).name, width, n_scalars), "optim_step")
+
+
+@functools.lru_cache(maxsize=None)
+def _check_launcher(dtype, width, block):
+    return Kernel(check_kernel(block), _check_signature(np.dtype(dtype).name, width), "optim_grad_sum")
 
 
 def _register():
     w = MAX_TENSORS_PER_LAUNCH
-    _registry.for_dtypes("optim_grad_sum", lambda dt: check_kernel(256),
-                         lambda dt: f"void(UniTuple({dt}[::1], {w}), int64[:, ::1], float64[:, ::1])",
+    _registry.for_dtypes("optim_grad_sum", lambda dt: check_kernel(256), lambda dt: _check_signature(dt, w),
                          f64_accumulator=True)
 
 

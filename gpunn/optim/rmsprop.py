@@ -22,7 +22,7 @@ from numba import njit
 
 from . import _fused
 from .._elementwise import typed
-from .._runtime import check_real
+from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
