@@ -367,7 +367,7 @@ def test_plot_writes_readable_pngs(tmp_path, capsys):
 
 
 def naive_forward(name, x):
-    """float64 forward formulas, written from REFERENCE.md, to check what the figure shows as f and f'."""
+    """float64 forward formulas, written from docs/definitions.md, to check what the figure shows as f and f'."""
     from math import erf
 
     sig = 1 / (1 + np.exp(-x))
