@@ -1,9 +1,9 @@
 """Deterministic sums on the device: block partials, then a fixed-order final pass. No float atomics.
 
 Reductions accumulate in float64 (per thread, across the block tree and in the final pass), whatever the data's
-dtype, so that a mean over 10^8 float32 values keeps about 15 digits before its final rounding (a sum accumulates in
-float64 or in tree order, never in a long float32 chain). These are the only gpunn kernels
-with float64 arithmetic on float32 data; the kernel build check knows them by name (``_sum`` in the name).
+dtype, so that a mean over 10^8 float32 values keeps about 15 digits before its final rounding (never a long float32
+chain; docs/definitions.md, "Numerics"). These are the only gpunn kernels with float64 arithmetic on float32 data; the
+kernel build check knows them by name (``_sum`` in the name).
 
 How a kernel uses this module (the same grid for the same size, so the same bits every run)::
 

@@ -62,3 +62,12 @@ def assert_doctests_pass(obj, **globs):
     result = runner.summarize(verbose=False)
     assert result.attempted > 0, f"{obj!r} has no docstring example"
     assert result.failed == 0, f"{result.failed} docstring example(s) of {obj!r} failed"
+
+
+def assert_usage_error(rc, err, prog, words):
+    """A command-line error as gpunn gives them: exit status 2 and one line on stderr, ``<prog>: error: ...``,
+    that holds ``words`` (the option's name), and no traceback."""
+    lines = err.strip().splitlines()
+    assert rc == 2, f"exit status {rc}, stderr:\n{err[-2000:]}"
+    assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err[-2000:]}"
+    assert lines[0].startswith(f"{prog}: error: ") and words in lines[0], lines[0]

@@ -22,7 +22,7 @@ SQRT1_2 = 1 / math.sqrt(2)
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
-# ---- naive float64 references, straight from the formulas (REFERENCE.md) ---------------------------------------------
+# ---- naive float64 references, straight from the formulas (docs/definitions.md) --------------------------------------
 def _sig(z):
     with np.errstate(over="ignore"):
         return 1 / (1 + np.exp(-z))

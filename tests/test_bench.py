@@ -18,6 +18,7 @@ from gpunn import bench
 from gpunn.bench import core
 from gpunn.bench.core import Entry, parse_size
 from gpunn.bench.entries import ENTRIES, split_sizes
+from helpers import assert_usage_error
 
 BY_NAME = {e.name: e for e in ENTRIES}
 F32 = np.dtype(np.float32)
@@ -40,7 +41,7 @@ def test_parse_size(text, shape):
     assert s.shape == shape and s.n == math.prod(shape) and s.label == text
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "2^", "1x2x3", "0", "1.5e0", "-4"])
+@pytest.mark.parametrize("bad", ["", "abc", "2^", "1x2x3", "0", "1.5e0", "-4", "2^62", "2^31x2^31"])
 def test_parse_size_rejects(bad):
     with pytest.raises(ValueError, match="size"):
         parse_size(bad)
@@ -231,6 +232,15 @@ def test_bad_arguments():
     if gpunn.mode() != "cuda":
         with pytest.raises(RuntimeError, match="real GPU"):
             bench.run(ops="relu.fwd", backend="cuda", log=lambda *a: None)
+    for name, value in (("repeats", 0), ("repeats", -3), ("max_sets", 0), ("repeats", 2.5)):
+        with pytest.raises(ValueError, match=name):
+            bench.run(ops="relu.fwd", sizes=["64"], backend="cpu", log=lambda *a: None, **{name: value})
+
+
+def test_summarize_names_a_file_that_is_not_json(tmp_path):
+    (tmp_path / "bench.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="bench.json is not valid JSON"):
+        bench.summarize(str(tmp_path))
 
 
 def test_select():
@@ -311,8 +321,73 @@ def test_cli_bench(tmp_path, capsys):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["providers"] == ["gpunn", "numpy"] and data["results"][0]["sets"] == 2
     assert not (tmp_path / "bench-plots").exists()
-    with pytest.raises(ValueError, match="size"):
-        cli.main(["bench", "--sizes", "2^x"])
+
+
+# Each bad value: exit 2 and one line naming the option, before any timing. {file} is an existing file, {dir} an
+# empty directory, {bad_json} a directory holding a file that is not JSON. QUICK keeps a run short should a value be
+# accepted; the bad option comes after it, so it is the one argparse keeps.
+QUICK = ["--ops", "relu.fwd", "--sizes", "64", "--repeats", "2", "--max-sets", "2", "--providers", "numpy",
+         "--backend", "cpu", "--no-plot", "--output", "{dir}/out"]
+BAD_VALUES = [
+    (["--sizes", "abc"], "--sizes"),
+    (["--sizes", "2^x"], "--sizes"),
+    (["--sizes", "0"], "--sizes"),
+    (["--sizes", "2x3x4"], "--sizes"),
+    (["--sizes", "2^70"], "--sizes"),          # beyond int64 byte counts
+    (["--sizes", ","], "--sizes"),             # no size at all (was: the default sizes)
+    (["--providers", "bogus"], "--providers"),
+    (["--ops", "nomatch"], "--ops"),
+    (["--output", "{file}"], "--output"),
+    (["--output", "{file}/out"], "--output"),  # cannot be created: its parent is a file
+    (["--output", ""], "--output"),            # was taken as "write nothing"
+    (["--stem", "a/b"], "--stem"),
+    (["--repeats", "-3"], "--repeats"),        # was an IndexError
+    (["--repeats", "0"], "--repeats"),         # was taken as the default
+    (["--threads", "0"], "--threads"),         # was taken as the default
+    (["--threads", "100000"], "--threads"),    # above NUMBA_NUM_THREADS
+    (["--max-sets", "0"], "--max-sets"),       # was taken as the default
+    (["--summarize", "{dir}/missing"], "--summarize"),  # printed nothing, exit 0
+    (["--summarize", "{dir}"], "--summarize"),          # no benchmark JSON in it
+    (["--summarize", "{bad_json}"], "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("argv,words", BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_cli_bad_value_gives_one_line_and_exit_code_2(argv, words, tmp_path, capsys):
+    from gpunn import cli
+
+    paths = {"{file}": tmp_path / "a-file", "{dir}": tmp_path / "empty", "{bad_json}": tmp_path / "bad"}
+    paths["{file}"].write_bytes(b"keep")
+    paths["{dir}"].mkdir()
+    paths["{bad_json}"].mkdir()
+    (paths["{bad_json}"] / "bench.json").write_text("{ not json")
+    full = ["bench", *QUICK, *argv]
+    for key, path in paths.items():
+        full = [a.replace(key, str(path)) for a in full]
+    try:
+        rc = cli.main(full)
+    except SystemExit as exc:
+        rc = exc.code
+    assert_usage_error(rc, capsys.readouterr().err, "gpunn bench", words)
+    assert paths["{file}"].read_bytes() == b"keep" and not (paths["{dir}"] / "out").exists()
+
+
+def test_cli_backend_cuda_without_a_gpu(capsys):
+    from gpunn import cli
+
+    if gpunn.mode() == "cuda":
+        pytest.skip("there is a GPU here")
+    rc = cli.main(["bench", "--backend", "cuda", "--ops", "relu.fwd"])
+    assert_usage_error(rc, capsys.readouterr().err, "gpunn bench", "--backend cuda")
+
+
+def test_cli_error_from_the_shell_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gpunn", "bench", "--summarize", str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=120)
+    assert_usage_error(proc.returncode, proc.stderr, "gpunn bench", "--summarize")
 
 
 @pytest.mark.skipif(gpunn.mode() != "simulator", reason="drives the device path through the CUDA simulator")
@@ -393,9 +468,8 @@ def test_device_check_script():
         assert args.backend == "cuda" and args.output == results_dir
         if args.ops:
             assert core.select(ENTRIES, args.ops), args.ops
-        for s in (args.sizes or "").split(","):
-            if s:
-                parse_size(s)
+        for s in args.sizes or []:
+            parse_size(s)
     assert _bash(script, "--bogus").returncode == 2
 
 
@@ -412,7 +486,7 @@ def test_cpu_figures_script():
     lines = [line for line in r.stdout.splitlines() if "gpunn bench" in line]
     assert len(lines) == 2
     fig = _bench_argv(lines[0])
-    assert fig.sizes == "2^24" and fig.backend == "cpu" and fig.threads == 1
+    assert fig.sizes == ["2^24"] and fig.backend == "cpu" and fig.threads == 1
     names = {e.name for e in core.select(ENTRIES, fig.ops)}
     assert {"relu.fwd", "log_softmax.bwd", "cross_entropy.grad", "hinge_loss.grad", "adam.x1", "adam.x200",
             "sgd_momentum.x1", "rmsprop.x200"} <= names

@@ -16,8 +16,8 @@ import pytest
 from gpunn import _runtime
 from gpunn.app import linear
 from gpunn.app.mlp import ACTIVATIONS, OPTIMIZERS
-from gpunn.cli import main
-from helpers import TOL, assert_close
+from gpunn.cli import COMMANDS, main
+from helpers import TOL, assert_close, assert_doctests_pass, assert_usage_error
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--epochs", "1", "--batch-size", "16", "--hidden", "16", "--quiet"]
@@ -240,6 +240,121 @@ def test_bad_option_from_the_shell_has_no_traceback():
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+# Each bad value of every command: exit 2 and one line naming the option, before any work starts. {file} is an existing
+# file; TINY_RUN keeps a run short should a value be accepted. (bench's options are in test_bench.py.)
+TINY_RUN = [*TINY, "--max-samples", "40"]
+BAD_VALUES = [
+    (["train", "--max-samples", "1"], "--max-samples"),   # a split needs one sample to train on and one to test
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--seed", str(2**32)], "--seed"),          # scikit-learn's random_state is below 2^32
+    (["train", "--threads", "100000"], "--threads"),      # above NUMBA_NUM_THREADS (was clamped silently)
+    (["train", "--output", "{file}"], "--output"),
+    (["train", "--output", "{file}/runs"], "--output"),   # cannot be created: its parent is a file
+    (["train", "--output", ""], "--output"),              # was taken as "no output"
+    (["plot", "--output", "{file}"], "--output"),
+    (["plot", "--output", "{file}/figures"], "--output"),
+    (["demo", "--activations", "relu", "swish"], "--activations"),
+    (["kernels", "--jobs", "0", "--quick", "--filter", "relu"], "--jobs"),
+    ([], "command"),
+    (["no-such-command"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,words", BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_value_gives_one_line_and_exit_code_2(argv, words, tmp_path, capsys):
+    path = tmp_path / "a-file"
+    path.write_bytes(b"keep")
+    argv = [a.replace("{file}", str(path)) for a in argv]
+    rc, _, err = run_cli(argv + (TINY_RUN if argv[:1] == ["train"] else []), capsys)
+    prog = f"gpunn {argv[0]}" if argv and argv[0] in COMMANDS else "gpunn"
+    assert_usage_error(rc, err, prog, words)
+    assert path.read_bytes() == b"keep"
+
+
+def test_output_is_checked_before_training(tmp_path, capsys, monkeypatch):
+    from gpunn.app import train as app_train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before --output was checked")
+
+    monkeypatch.setattr(app_train, "train", no_training)
+    path = tmp_path / "a-file"
+    path.write_bytes(b"")
+    rc, _, err = run_cli(["train", "--output", str(path), *TINY_RUN], capsys)
+    assert_usage_error(rc, err, "gpunn train", "--output")
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["kernels", "--cc", "abc"], "--cc"),
+    (["kernels", "--filter", "no_kernel_has_this_name"], "--filter"),  # as bench --ops: a filter matching nothing
+])
+def test_kernels_bad_value_gives_one_line_and_exit_code_2(argv, words):
+    """In a child process: under the simulator `gpunn kernels` runs itself again with the simulator off."""
+    proc = subprocess.run([sys.executable, "-m", "gpunn", *argv], capture_output=True, text=True, timeout=300)
+    if "toolchain missing" in proc.stderr:
+        pytest.skip("no NVVM / nvJitLink here: the filter is applied after the toolchain check")
+    assert_usage_error(proc.returncode, proc.stderr, "gpunn kernels", words)
+
+
+def test_demo_device_without_a_device_is_a_clean_error():
+    if _runtime.gpu_available():
+        pytest.skip("there is a GPU here")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    proc = subprocess.run([sys.executable, "-m", "gpunn", "demo", "--device"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert_usage_error(proc.returncode, proc.stderr, "gpunn demo", "--device")
+
+
+def test_too_large_a_network_is_one_line(capsys):
+    """Out of memory (the weights alone would take 512 PiB) is one line and exit 1, not a traceback."""
+    rc, _, err = run_cli(["train", "--device", "cpu", *TINY_RUN, "--hidden", str(2**50)], capsys)
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and "out of memory" in lines[0], err[-2000:]
+
+
+@pytest.mark.parametrize("argv,missing", [
+    (["train", *TINY_RUN], "sklearn"),
+    (["train", *TINY_RUN], "tqdm"),
+    (["train", *TINY_RUN, "--output", "{dir}"], "matplotlib"),  # the curves
+    (["plot", "--output", "{dir}"], "matplotlib"),
+])
+def test_missing_app_extra_names_the_install_command(argv, missing, tmp_path):
+    """The app extra is hidden from a child process (``sys.modules[name] = None`` makes its import fail), as if it
+    were not installed; nothing is uninstalled."""
+    argv = [a.replace("{dir}", str(tmp_path / "out")) for a in argv]
+    shim = (f"import sys; sys.modules[{missing!r}] = None; from gpunn.cli import main; "
+            f"sys.exit(main({argv!r}))")
+    proc = subprocess.run([sys.executable, "-c", shim], capture_output=True, text=True, timeout=300)
+    assert_usage_error(proc.returncode, proc.stderr, f"gpunn {argv[0]}", 'pip install "gpunn[app]"')
+    dist = {"sklearn": "scikit-learn"}.get(missing, missing)
+    assert dist in proc.stderr
+
+
+def test_commands_without_the_app_extra_still_start():
+    """Only train and plot need the app extra: `gpunn info` runs with scikit-learn, matplotlib and tqdm hidden."""
+    shim = ("import sys; sys.modules.update(sklearn=None, matplotlib=None, tqdm=None); from gpunn.cli import main; "
+            "sys.exit(main(['info']))")
+    proc = subprocess.run([sys.executable, "-c", shim], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "mode" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_option_types_examples():
+    from gpunn.commands import _options
+
+    assert_doctests_pass(_options, **vars(_options))
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_smallest_subset_trains(task, tmp_path, capsys):
+    """--max-samples 2: one sample to train on, one to test; the loss stays finite (one regression target has
+    standard deviation 0: it is centred, not divided by 0)."""
+    argv = ["train", "--task", task, *TINY, "--max-samples", "2", "--output", str(tmp_path)]
+    rc, out, err = run_cli(argv + (["--loss", "mse"] if task == "regression" else []), capsys)
+    assert rc == 0, err
+    history = metrics_of(tmp_path)["history"]
+    losses = history["train_loss"] + history["test_loss"]
+    assert all(v is not None and np.isfinite(v) for v in losses), history  # metrics.json writes NaN as null
+
+
 # ---- plot and demo ---------------------------------------------------------------------------------------------------
 def test_plot_writes_readable_pngs(tmp_path, capsys):
     rc, out, err = run_cli(["plot", "--output", str(tmp_path)], capsys)
@@ -252,7 +367,7 @@ def test_plot_writes_readable_pngs(tmp_path, capsys):
 
 
 def naive_forward(name, x):
-    """float64 forward formulas, written from REFERENCE.md, to check what the figure shows as f and f'."""
+    """float64 forward formulas, written from docs/definitions.md, to check what the figure shows as f and f'."""
     from math import erf
 
     sig = 1 / (1 + np.exp(-x))

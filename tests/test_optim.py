@@ -1,7 +1,7 @@
 """gpunn.optim: trajectories against the float64 reference, parity with torch.optim, convergence, the doc examples.
 
-Reference: tests/test_optim_reference.py (naive float64 NumPy from REFERENCE.md's formulas). Checks of the step
-machinery (grad_scale, skipping, clipping, resume, bad input, launch counts) are in tests/test_optim_state.py.
+Reference: tests/test_optim_reference.py (naive float64 NumPy from the formulas of docs/definitions.md). Checks of the
+step machinery (grad_scale, skipping, clipping, resume, bad input, launch counts) are in tests/test_optim_state.py.
 """
 
 import doctest

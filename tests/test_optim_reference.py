@@ -1,4 +1,4 @@
-"""Naive float64 references for gpunn.optim, written from the formulas in /work/shared/REFERENCE.md (PyTorch's forms).
+"""Naive float64 references for gpunn.optim, written from the formulas in docs/definitions.md (PyTorch's forms).
 
 Shared by tests/test_optim*.py. Deliberately plain NumPy on whole float64 arrays, one formula per line, nothing
 from gpunn.

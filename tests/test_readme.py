@@ -41,3 +41,21 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in test_command
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in [line.strip() for line in ci], f"{test_command!r} is not a line of .ci/run"
+
+
+def test_readme_links_point_to_files_in_the_repository():
+    links = re.findall(r"\]\(([^)#]+)\)", README)
+    assert "docs/definitions.md" in links
+    missing = [link for link in links if "://" not in link and not (ROOT / link).exists()]
+    assert not missing, f"README links to files that are not in the repository: {missing}"
+
+
+def test_nothing_points_outside_the_repository_for_definitions():
+    """The definitions gpunn matches are in docs/definitions.md; no file may send a reader to a notes file that is not
+    shipped (the names are assembled here so that this file does not match itself)."""
+    outside = ["REFERENCE" + ".md", "../" + "shared", "work/" + "shared"]
+    files = [ROOT / "README.md", *ROOT.glob("docs/**/*.*"), *ROOT.glob("gpunn/**/*.py"), *ROOT.glob("tests/**/*.py"),
+             *ROOT.glob("examples/**/*.*"), *ROOT.glob("benchmarks/*.*")]
+    texts = {path: path.read_text(errors="replace") for path in files if path.suffix in (".md", ".py", ".sh")}
+    hits = [f"{path.relative_to(ROOT)}: {word}" for path, text in texts.items() for word in outside if word in text]
+    assert not hits, hits

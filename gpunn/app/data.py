@@ -61,6 +61,7 @@ def load(task: str = "classification", *, test_size: float = 0.2, seed: int = 0,
     x_train, x_test = _standardise(x_train, x_test)
     if task == "regression":
         mean, std = y_train.mean(), y_train.std()
+        std = std if std > 0 else 1.0  # a single training target (or all equal): centre only
         y_train = ((y_train - mean) / std).reshape(-1, 1)
         y_test = ((y_test - mean) / std).reshape(-1, 1)
         y_train, y_test = y_train.astype(dtype), y_test.astype(dtype)

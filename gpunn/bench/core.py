@@ -27,6 +27,7 @@ import importlib
 import inspect
 import json
 import math
+import numbers
 import os
 import platform
 import re
@@ -82,6 +83,8 @@ def parse_size(text) -> Size:
     dims = tuple(_parse_int(p) for p in parts)
     if any(d < 1 for d in dims):
         raise ValueError(f"size must be positive, got {text!r}")
+    if math.prod(dims) >= 2**62:  # byte counts must fit int64
+        raise ValueError(f"size must be below 2^62 elements, got {text!r}")
     return Size(text, dims)
 
 
@@ -428,6 +431,9 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
         raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
     if backend == "cuda" and mode != "cuda" and not (_simulator_as_cuda and mode == "simulator"):
         raise RuntimeError(f"backend 'cuda' needs a real GPU (gpunn mode is {mode!r}); no timing in the simulator")
+    for name, value in (("repeats", repeats), ("max_sets", max_sets)):
+        if value is not None and (not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1 (or None for the default), got {value!r}")
     dtype = np.dtype(dtype)
     avail = providers_for(backend)
     if providers:
@@ -436,7 +442,7 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
         if bad:
             raise ValueError(f"providers must be among gpunn, torch, numpy, cupy; got {', '.join(bad)}")
         avail = [p for p in avail if p in wanted or p == "gpunn"]
-    repeats = repeats or (21 if backend == "cuda" else 9)
+    repeats = repeats if repeats is not None else (21 if backend == "cuda" else 9)
     min_sample_s = min_sample_s or (0.002 if backend == "cuda" else 0.01)
     timer = timer or (CudaTimer() if backend == "cuda" else CpuTimer())
     copy_ref = _CopyCache(backend, timer, repeats, min_sample_s, max_sets or 256)
@@ -724,7 +730,10 @@ def summarize(directory: str) -> str:
     parts = []
     for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
         with open(path) as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except ValueError as exc:
+                raise ValueError(f"{path} is not valid JSON ({exc})") from None
         if not isinstance(data, dict) or "results" not in data:
             continue
         state = "" if data.get("complete") else " (INCOMPLETE: cut short)"

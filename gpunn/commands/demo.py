@@ -4,6 +4,9 @@ import time
 
 import numpy as np
 
+from ..app.mlp import ACTIVATIONS
+from ._options import UsageError
+
 DEMO_ACTIVATIONS = ["relu", "sigmoid", "tanh"]
 
 
@@ -12,7 +15,12 @@ def _row(label, values, width):
 
 
 def run(args):
+    import gpunn
+
     from ..app import cpu_threads
+
+    if args.device and gpunn.mode() == "cpu":
+        raise UsageError("--device needs a CUDA GPU, or the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
 
     with cpu_threads(1):  # a 7-element array: no thread pool
         return _run(args)
@@ -70,6 +78,6 @@ def register(subparsers):
     p.add_argument("--device", action="store_true",
                    help="run on the device (a GPU, or the simulator under NUMBA_ENABLE_CUDASIM=1) instead of NumPy")
     p.add_argument("--full", action="store_true", help="also a cross-entropy loss with its gradient and an Adam step")
-    p.add_argument("--activations", nargs="+", metavar="NAME", default=None,
-                   help=f"which activations (default: {' '.join(DEMO_ACTIVATIONS)})")
+    p.add_argument("--activations", nargs="+", metavar="NAME", default=None, choices=ACTIVATIONS,
+                   help=f"which activations, among {', '.join(ACTIVATIONS)} (default: {' '.join(DEMO_ACTIVATIONS)})")
     p.set_defaults(func=run)

@@ -4,13 +4,16 @@ Compiles every registered CUDA kernel to PTX for each target (sm_80 and sm_90 by
 nvJitLink and prints registers, spill bytes, local memory and whether a float32 kernel is free of float64 math.
 
 Exit status: 0 all kernels pass; 1 a kernel failed to compile or link, spills, has float64 math in a float32 kernel,
-or an op module failed to import; 2 the toolchain (NVVM or nvJitLink) is missing.
+or an op module failed to import; 2 a bad option (a --filter that matches no kernel included) or the toolchain
+(NVVM or nvJitLink) is missing.
 """
 
 import json
 import os
 import subprocess
 import sys
+
+from ._options import UsageError, positive_int
 
 
 def _argv(args):
@@ -41,8 +44,7 @@ def run(args):
     try:
         ccs = [buildcheck.parse_cc(c) for c in args.cc]
     except ValueError as exc:
-        print(f"gpunn kernels: --cc: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--cc: {exc}") from None
     progress = None
     if not args.json and sys.stderr.isatty():
         progress = lambda row: print(f"\r{row.name} sm_{row.cc[0]}{row.cc[1]}".ljust(60), end="",  # noqa: E731
@@ -54,6 +56,8 @@ def run(args):
         return 2
     if progress is not None:
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    if args.filter and not report.rows:
+        raise UsageError(f"--filter {args.filter!r}: no kernel matches")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -62,9 +66,6 @@ def run(args):
             for row in report.rows:
                 if row.traceback:
                     print(f"\n{row.name} sm_{row.cc[0]}{row.cc[1]}:\n{row.traceback}", file=sys.stderr)
-    if args.filter and not report.rows:
-        print(f"gpunn kernels: no kernel matches --filter {args.filter!r}", file=sys.stderr)
-        return 1
     return 0 if report.ok else 1
 
 
@@ -78,7 +79,7 @@ def register(subparsers):
     p.add_argument("--filter", metavar="NAME", help="only kernels whose name contains NAME (or matches it as a glob)")
     p.add_argument("--quick", action="store_true",
                    help="one kernel per op module (its float32 one): a fast smoke check")
-    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
+    p.add_argument("--jobs", "-j", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                    help="compile in N processes (default: the number of CPUs)")
     p.add_argument("--verbose", "-v", action="store_true", help="print the traceback of each failure")
     p.set_defaults(func=run)

@@ -1,7 +1,11 @@
 """``gpunn plot``: PNG figures of gpunn's activations and derivatives and of its optimizers' paths."""
 
+from ._options import output_dir, require_app_extra
+
 
 def run(args):
+    require_app_extra(["matplotlib"])
+    output_dir(args.output)
     from ..app.plot import plot_all
 
     for path in plot_all(args.output):

@@ -8,28 +8,10 @@ import sys
 
 from ..app import linear as _linear  # noqa: F401  (registers the app's kernels for `gpunn kernels`)
 from ..app.mlp import ACTIVATIONS, LOSSES, OPTIMIZERS
+from ._options import (at_least, output_dir, positive_float, positive_int, require_app_extra, seed,
+                       thread_count)
 
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.02, "nag": 0.02, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3}
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def hidden_sizes(text):
@@ -78,6 +60,9 @@ def _error(message):
 def run(args):
     from .._runtime import gpu_available, simulator
 
+    require_app_extra(["sklearn", "tqdm"] + (["matplotlib"] if args.output is not None else []))
+    if args.output is not None:
+        output_dir(args.output)  # before training, not after it
     device = args.device or default_device()
     if device == "sim" and not simulator():
         # The simulator must be on before numba.cuda is first imported, which importing gpunn already did:
@@ -98,19 +83,10 @@ def run(args):
                  seed=args.seed, dtype=args.dtype, max_samples=args.max_samples, threads=args.threads)
     result = train(cfg, progress=not args.quiet)
     print(summary(result))
-    if args.output:
+    if args.output is not None:
         for path in write_outputs(result, args.output):
             print(f"wrote {path}")
     return 0
-
-
-def _one_line_error(parser):
-    """argparse's errors as one line (no usage block), exit code 2 as argparse gives."""
-
-    def error(message):
-        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
-
-    return error
 
 
 def register(subparsers):
@@ -133,15 +109,15 @@ def register(subparsers):
     p.add_argument("--device", choices=["cpu", "cuda", "sim"], default=None,
                    help="cpu (NumPy), cuda (a GPU: CuPy if installed, else Numba arrays) or sim (CUDA kernels in "
                         "Numba's simulator; slow, use tiny settings). Default: cuda when a GPU is present, else cpu")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights and batch order (default 0)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="seed of the split, initial weights and batch order, in [0, 2^32) (default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
-    p.add_argument("--max-samples", type=positive_int, default=None,
-                   help="use a random subset of this many samples (quick runs, the simulator)")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--max-samples", type=at_least(2, "one sample to train on and one to test"), default=None,
+                   help="use a random subset of this many samples, at least 2 (quick runs, the simulator)")
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="threads for gpunn's CPU loops (default 1: on batch-sized arrays a thread pool costs more "
                         "than it saves)")
     p.add_argument("--output", metavar="DIR", default=None,
                    help="write metrics.json and loss/accuracy curves (PNG) to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the summary line is still printed)")
-    p.error = _one_line_error(p)
     p.set_defaults(func=run)
