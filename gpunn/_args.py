@@ -13,6 +13,7 @@ import numpy as np
 
 from ._arrays import (FLOAT_DTYPES, HOST_KINDS, DeviceArray, contiguous, device_array, dtype_of, empty_like,
                       host_view, is_read_only, kind, overlap, shape_of)
+from ._launch import stream_of
 from ._runtime import require_device
 
 
@@ -41,8 +42,6 @@ class Args:
     def stream(self) -> int:
         """The stream handle this call launches on (device calls)."""
         if self._stream is None:
-            from ._launch import stream_of
-
             self._stream = stream_of(self._stream_arg, self._arrays[self.first])
         return self._stream
 
@@ -120,7 +119,7 @@ class Args:
                 raise ValueError(f"{name} overlaps {other} without being the same array (same memory, shape and "
                                  f"strides): pass a separate {name}, or {other} itself to work in place")
         self._outputs.add(name)
-        contiguous_out = view.is_c_contiguous() if self.device else view.flags.c_contiguous
+        contiguous_out = view.contiguous if self.device else view.flags.c_contiguous
         if not contiguous_out:
             if self.device:
                 raise ValueError(f"{name} must be C-contiguous for a device call")
@@ -130,14 +129,15 @@ class Args:
 
     def flat(self, name):
         """1-D C-contiguous view (a NumPy array, or a DeviceArray) for a kernel."""
-        return self.nd(name).reshape(-1)
+        v = self.nd(name)
+        return v.flat() if self.device else v.reshape(-1)
 
     def nd(self, name):
         """C-contiguous view of the original shape (a NumPy array, or a DeviceArray; non-contiguous device inputs are
         gathered into a contiguous copy on the device)."""
         v = self._views[name]
         if self.device:
-            if not v.is_c_contiguous():
+            if not v.contiguous:
                 v = self._views[name] = device_array(contiguous(self._arrays[name], stream=self.stream))
             return v
         if not v.flags.c_contiguous:

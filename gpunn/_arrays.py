@@ -14,8 +14,6 @@ memory shows in the user's own accounting and follows its allocator's stream rul
 from __future__ import annotations
 
 import sys
-from typing import NamedTuple
-
 import numpy as np
 
 from ._runtime import require_device, simulator
@@ -25,31 +23,43 @@ HOST_KINDS = ("numpy", "torch_cpu")
 
 
 # ---- kinds -----------------------------------------------------------------------------------------------------------
-def _numba_device_array_types() -> tuple:
-    if simulator():
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+_KIND_OF_TYPE = {np.ndarray: "numpy"}  # array type -> kind, filled as types are met ("torch": CPU or CUDA per tensor)
 
-        return (FakeCUDAArray,)
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
 
-    return (DeviceNDArray,)
+def _kind_of_type(x) -> str | None:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return "torch"
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return "cupy"
+    if "numba" in sys.modules:
+        if simulator():
+            from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as numba_type
+        else:
+            from numba.cuda.cudadrv.devicearray import DeviceNDArray as numba_type
+        if isinstance(x, numba_type):
+            return "numba"
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    if hasattr(x, "__cuda_array_interface__"):
+        return "cuda_array"
+    return None
 
 
 def kind(x) -> str | None:
     """The kind of array ``x`` is: numpy, torch_cpu, torch_cuda, cupy, numba, cuda_array; None if not an array."""
-    if isinstance(x, np.ndarray):
-        return "numpy"
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
+    t = type(x)
+    k = _KIND_OF_TYPE.get(t)
+    if k is None:
+        k = _kind_of_type(x)
+        if k is None:
+            return None
+        if k != "cuda_array":  # an object may grow the interface later; classes of the others do not change kind
+            _KIND_OF_TYPE[t] = k
+    if k == "torch":
         return "torch_cuda" if x.is_cuda else "torch_cpu"
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(x, cupy.ndarray):
-        return "cupy"
-    if "numba" in sys.modules and isinstance(x, _numba_device_array_types()):
-        return "numba"
-    if hasattr(x, "__cuda_array_interface__"):
-        return "cuda_array"
-    return None
+    return k
 
 
 def is_device_array(x) -> bool:
@@ -96,37 +106,36 @@ def is_read_only(x) -> bool:
 
 
 # ---- device arrays as kernels take them --------------------------------------------------------------------------------
-class DeviceArray(NamedTuple):
+class DeviceArray:
     """A device array for a kernel: its memory and layout. ``owner`` keeps the memory alive; ``sim`` is the NumPy view
     of simulated memory (simulator only, else None)."""
 
-    ptr: int
-    shape: tuple
-    strides: tuple      # in bytes
-    dtype: np.dtype
-    owner: object
-    sim: np.ndarray | None = None
+    __slots__ = ("ptr", "shape", "strides", "dtype", "owner", "sim", "size", "contiguous")
 
-    @property
-    def size(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+    def __init__(self, ptr, shape, strides, dtype, owner, sim=None):
+        self.ptr, self.shape, self.strides, self.dtype, self.owner, self.sim = ptr, shape, strides, dtype, owner, sim
+        size = 1
+        for n in shape:
+            size *= n
+        self.size = size
+        expected, contiguous = dtype.itemsize, True
+        if size:
+            for n, st in zip(reversed(shape), reversed(strides)):
+                if n != 1 and st != expected:
+                    contiguous = False
+                    break
+                expected *= n
+        self.contiguous = contiguous
+
+    def __repr__(self):
+        return f"DeviceArray(ptr={self.ptr:#x}, shape={self.shape}, strides={self.strides}, dtype={self.dtype})"
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
     def is_c_contiguous(self) -> bool:
-        if self.size == 0:
-            return True
-        expected = self.dtype.itemsize
-        for n, st in zip(reversed(self.shape), reversed(self.strides)):
-            if n != 1 and st != expected:
-                return False
-            expected *= n
-        return True
+        return self.contiguous
 
     def reshape(self, *shape) -> DeviceArray:
         """A view of a C-contiguous array with another shape (no copy)."""
@@ -142,7 +151,11 @@ class DeviceArray(NamedTuple):
         return DeviceArray(self.ptr, shape, strides, self.dtype, self.owner, sim)
 
     def flat(self) -> DeviceArray:
-        return self.reshape(self.size)
+        """The C-contiguous array as 1-D."""
+        if len(self.shape) == 1:
+            return self
+        sim = None if self.sim is None else self.sim.reshape(-1)
+        return DeviceArray(self.ptr, (self.size,), (self.dtype.itemsize,), self.dtype, self.owner, sim)
 
     def rows(self, start, stop) -> DeviceArray:
         """Rows ``start:stop`` along the first axis (a view)."""
@@ -170,26 +183,33 @@ def c_strides(shape, itemsize) -> tuple:
 
 
 def device_array(x) -> DeviceArray:
-    """The :class:`DeviceArray` of any device array, read from its own attributes (no synchronisation)."""
+    """The :class:`DeviceArray` of any device array, read from its own attributes (no synchronisation). A Numba
+    array's address and layout never change, so its descriptor is kept on it."""
     k = kind(x)
-    if simulator() and k == "numba":
-        a = x._ary
-        return DeviceArray(a.__array_interface__["data"][0], a.shape, a.strides, a.dtype, x, a)
+    if k == "numba":
+        d = x.__dict__.get("_gpunn_device_array")
+        if d is None:
+            d = x.__dict__["_gpunn_device_array"] = _numba_device_array(x)
+        return d
     if k == "torch_cuda":
         dtype = dtype_of(x)
         shape = tuple(x.shape)
         return DeviceArray(x.data_ptr(), shape, tuple(s * dtype.itemsize for s in x.stride()), dtype, x)
     if k == "cupy":
         return DeviceArray(x.data.ptr, x.shape, x.strides, x.dtype, x)
-    if k == "numba":
-        ptr = x.device_ctypes_pointer.value or 0
-        return DeviceArray(ptr, x.shape, x.strides, x.dtype, x)
     cai = x.__cuda_array_interface__
     dtype = np.dtype(cai["typestr"])
     shape = tuple(int(s) for s in cai["shape"])
     strides = cai.get("strides")
     strides = tuple(strides) if strides else c_strides(shape, dtype.itemsize)
     return DeviceArray(int(cai["data"][0]), shape, strides, dtype, x)
+
+
+def _numba_device_array(x) -> DeviceArray:
+    if simulator():
+        a = x._ary
+        return DeviceArray(a.__array_interface__["data"][0], a.shape, a.strides, a.dtype, x, a)
+    return DeviceArray(x.device_ctypes_pointer.value or 0, tuple(x.shape), tuple(x.strides), x.dtype, x)
 
 
 def numba_array(d: DeviceArray):

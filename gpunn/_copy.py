@@ -69,8 +69,8 @@ def gather(x, out, stream):
     if x.ndim == 0:
         x = x.reshape(1)
     kernel = _gather(x.ndim, x.dtype.name)
-    block = block_size()
-    kernel(kernel.grid(out.size, block), block, stream, x, out.flat())
+    block_size()
+    kernel.over(out.size, stream, x, out.flat())
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,8 +91,8 @@ def fill(out, value, stream):
     """out[...] = value for a C-contiguous DeviceArray ``out``, on ``stream``."""
     if out.size:
         kernel = _fill(out.dtype.name)
-        block = block_size()
-        kernel(kernel.grid(out.size, block), block, stream, out.flat(), out.dtype.type(value))
+        block_size()
+        kernel.over(out.size, stream, out.flat(), out.dtype.type(value))
 
 
 def _register():

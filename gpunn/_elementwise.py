@@ -67,8 +67,8 @@ def _run(f, arity, args, names, params, cpu_loops=None):
         call = arrays[:-1] + scalars + arrays[-1:]
         if args.device:
             kernel = _kernel(f, arity, args.dtype)
-            block = block_size()
-            kernel(kernel.grid(n, block), block, args.stream, *call)
+            block_size()
+            kernel.over(n, args.stream, *call)
         else:
             build = _map1 if arity == 1 else _map2
             loops = cpu_loops(args.dtype) if cpu_loops is not None else build(f)[1]

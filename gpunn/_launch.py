@@ -49,10 +49,17 @@ def sm_count() -> int:
     return _device_props(current_device_id())
 
 
-def current_device_id() -> int:
-    from numba.cuda.cudadrv import devices
+_devices = None  # numba.cuda.cudadrv.devices, imported on first use (not under the simulator)
 
-    return devices.get_context().device.id
+
+def current_device_id() -> int:
+    """Numba's current device: where gpunn's kernels are loaded and launched."""
+    global _devices
+    if _devices is None:
+        from numba.cuda.cudadrv import devices
+
+        _devices = devices
+    return _devices.get_context().device.id
 
 
 # ---- streams ---------------------------------------------------------------------------------------------------------
@@ -118,14 +125,33 @@ class Kernel:
 
     def __call__(self, grid, block, stream, *args):
         """Launch on ``grid`` blocks of ``block`` threads on stream handle ``stream``."""
-        for rec in _recorders:
-            rec.launched.append((self, grid, block, args) if rec.arguments else self)
         if simulator():
+            self._record(grid, block, args)
             self._check_types(args)
             with _simulator.launch_lock:
                 self.dispatcher[grid, block](*[_sim_arg(a) for a in args])
             return
-        function, packers, _ = self._prepare()
+        self._launch(self._prepare(), grid, block, stream, args)
+
+    def over(self, n: int, stream, *args, block: int | None = None):
+        """Launch a grid-stride loop over ``n`` items (one per thread per pass): :meth:`grid` blocks of ``block``
+        (default :func:`block_size`) threads."""
+        block = block or block_size()
+        if simulator():
+            self(1 if n <= block else 2, block, stream, *args)
+            return
+        prepared = self._prepare()
+        grid = max(1, min(-(-n // block), prepared[3] * prepared[2](block)))
+        self._launch(prepared, grid, block, stream, args)
+
+    def _record(self, grid, block, args):
+        for rec in _recorders:
+            rec.launched.append((self, grid, block, args) if rec.arguments else self)
+
+    def _launch(self, prepared, grid, block, stream, args):
+        if _recorders:
+            self._record(grid, block, args)
+        function, packers = prepared[0], prepared[1]
         params = []
         for pack, a in zip(packers, args):
             pack(a, params)
@@ -166,8 +192,7 @@ class Kernel:
         1 in the simulator."""
         if simulator():
             return 1
-        _, _, occupancy = self._prepare()
-        return occupancy(block)
+        return self._prepare()[2](block)
 
     def grid(self, work_items: int, block: int) -> int:
         """Blocks for a grid-stride loop over ``work_items`` items of one thread each: one full wave of the GPU
@@ -200,7 +225,7 @@ class Kernel:
                     cufunc, block, 0)))
             return cache[block]
 
-        return cufunc.kernel, packers, occupancy
+        return cufunc.kernel, packers, occupancy, sm_count()
 
 
 def _sim_arg(a):

@@ -19,8 +19,10 @@ import sys
 import numpy as np
 
 
+@functools.lru_cache(maxsize=None)
 def simulator() -> bool:
-    """True when Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before Numba was imported)."""
+    """True when Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before Numba was imported; it cannot
+    change afterwards)."""
     from numba.cuda import config
 
     return bool(config.ENABLE_CUDASIM)

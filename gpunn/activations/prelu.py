@@ -260,8 +260,8 @@ def prelu(x, weight, *, out=None, stream=None):
     if x_flat.size:
         if args.device:
             kernel = _forward_kernel(args.dtype)
-            block = block_size()
-            kernel(kernel.grid(x_flat.size, block), block, args.stream, x_flat, w_flat, inner, channels, out_flat)
+            block_size()
+            kernel.over(x_flat.size, args.stream, x_flat, w_flat, inner, channels, out_flat)
         else:
             rows, per_ch, _ = _cpu_plan(outer, channels, inner)
             _cpu.run(_cpu_kernels(args.dtype)[0], "elementwise", x_flat.size, x_flat, w_flat, outer, channels, inner,

@@ -336,10 +336,10 @@ def _launch(direction, op, dtype, stream, arrays, outer, n, inner, out):
     if inner == 1 and n >= ROW_KERNEL_MIN_N:
         kernel = _kernel(direction, "rows", op, dtype, block)
         # a block per row, up to one wave of the GPU; grid-stride over the rest
-        kernel(kernel.grid(outer * block, block), block, stream, *arrays, np.int64(outer), np.int64(n), out)
+        kernel.over(outer * block, stream, *arrays, np.int64(outer), np.int64(n), out)
     else:
         kernel = _kernel(direction, "cols", op, dtype, None)
-        kernel(kernel.grid(outer * inner, block), block, stream, *arrays, np.int64(outer), np.int64(n),
+        kernel.over(outer * inner, stream, *arrays, np.int64(outer), np.int64(n),
                np.int64(inner), out)
 
 

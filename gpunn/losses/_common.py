@@ -411,7 +411,7 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
             key = {"forward": "forward", "backward": "backward", "with_grad": "with_grad"}[what]
             outputs = {"forward": (loss_flat,), "backward": (dx_flat,), "with_grad": (loss_flat, dx_flat)}[what]
             kernel = k[key]
-            kernel(kernel.grid(n, block), block, args.stream, *common, *up, *outputs)
+            kernel.over(n, args.stream, *common, *up, *outputs)
     else:
         if upstream is None:
             upstream = Upstream(ops.x, 0, 0.0)  # forward: no gradient is written

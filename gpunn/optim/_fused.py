@@ -72,7 +72,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from numba import cuda, float64, int64, njit, prange
+from numba import cuda, float64, int64, prange
 
 from .. import _cpu, _registry
 from .._reduce import block_partial_fn
