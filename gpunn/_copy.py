@@ -69,7 +69,6 @@ def gather(x, out, stream):
     if x.ndim == 0:
         x = x.reshape(1)
     kernel = _gather(x.ndim, x.dtype.name)
-    block_size()
     kernel.over(out.size, stream, x, out.flat())
 
 
@@ -91,7 +90,6 @@ def fill(out, value, stream):
     """out[...] = value for a C-contiguous DeviceArray ``out``, on ``stream``."""
     if out.size:
         kernel = _fill(out.dtype.name)
-        block_size()
         kernel.over(out.size, stream, out.flat(), out.dtype.type(value))
 
 

@@ -1,4 +1,4 @@
-"""Elementwise ops from one scalar function: a grid-stride CUDA kernel and a parallel CPU loop.
+"""Elementwise ops from one scalar function: a vectorised grid-stride CUDA kernel and a parallel CPU loop.
 
 An op module writes its scalar math once, as ``numba.njit`` functions built per dtype (so constants are typed
 ``float32(1.0)``, never a float64 literal), and this module turns each into
@@ -6,57 +6,133 @@ An op module writes its scalar math once, as ``numba.njit`` functions built per 
 * ``_map1``: ``out[i] = f(x[i], a, b)`` (forward ops), and
 * ``_map2``: ``out[i] = f(dy[i], x[i], a, b)`` (backward ops),
 
-each as a CUDA kernel (64-bit grid-stride loop) and a CPU loop (``prange`` over the elements, one fused pass;
-gpunn/_cpu.py builds and runs it).
-``a`` and ``b`` are the op's scalar parameters (negative_slope, alpha, beta, ...), cast to the array dtype on the
+each as a CUDA kernel and a CPU loop (``prange`` over the elements, one fused pass; gpunn/_cpu.py builds and runs
+it). ``a`` and ``b`` are the op's scalar parameters (negative_slope, alpha, beta, ...), cast to the array dtype on the
 host and passed as kernel arguments, so a new value does not recompile.
+
+The CUDA kernel moves data in 128-bit vectors (gpunn/_vector.py: 4 float32 or 2 float64 per access) and loads
+``UNROLL`` vectors of every input before its first store, so that each thread keeps several 16-byte loads in flight.
+A call is cut into a scalar head up to the first 16-byte boundary (computed on the host; it must be the same for every
+array of the call, else every element takes the scalar path), the aligned body and a scalar tail. Indices are 64-bit
+and every loop is grid-stride, so any grid is correct.
 """
 
 import functools
 
 import numpy as np
-from numba import cuda, int64, prange
+from numba import cuda, int64, njit, prange
 
-from . import _cpu
+from . import _cpu, _vector
 from ._args import Args
-from ._launch import Kernel, block_size
+from ._launch import Kernel
+
+UNROLL = 4  # vectors per input that a thread loads before it stores
+
+
+def _lanes(f, arity, dtype):
+    """``apply(vectors..., a, b)``: ``f`` on each lane of one vector of each input, as a tuple."""
+    if _vector.width(dtype) == 4:
+        if arity == 1:
+            return njit(inline="always")(
+                lambda v, a, b: (f(v[0], a, b), f(v[1], a, b), f(v[2], a, b), f(v[3], a, b)))
+        return njit(inline="always")(
+            lambda d, v, a, b: (f(d[0], v[0], a, b), f(d[1], v[1], a, b), f(d[2], v[2], a, b), f(d[3], v[3], a, b)))
+    if arity == 1:
+        return njit(inline="always")(lambda v, a, b: (f(v[0], a, b), f(v[1], a, b)))
+    return njit(inline="always")(lambda d, v, a, b: (f(d[0], v[0], a, b), f(d[1], v[1], a, b)))
 
 
 @functools.lru_cache(maxsize=None)
-def _map1(f):
+def _map1(f, dtype):
+    load, store, _ = _vector.ops()
+    w = _vector.width(dtype)
+    apply = _lanes(f, 1, dtype)
+
     @cuda.jit
-    def kernel(x, a, b, out):
-        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+    def _map1_kernel(x, a, b, out, head):
+        n = x.size
+        tid = int64(cuda.grid(1))
+        stride = int64(cuda.gridsize(1))
+        for i in range(tid, head, stride):  # scalar head: up to the first aligned element
+            out[i] = f(x[i], a, b)
+        nvec = (n - head) // w
+        step = stride * w
+        for v in range(tid, nvec, UNROLL * stride):
+            i0 = head + v * w
+            if v + (UNROLL - 1) * stride < nvec:  # four vectors: every load issued before the first store
+                x0, x1, x2, x3 = load(x, i0), load(x, i0 + step), load(x, i0 + 2 * step), load(x, i0 + 3 * step)
+                store(out, i0, apply(x0, a, b))
+                store(out, i0 + step, apply(x1, a, b))
+                store(out, i0 + 2 * step, apply(x2, a, b))
+                store(out, i0 + 3 * step, apply(x3, a, b))
+            else:
+                for k in range(UNROLL):
+                    if v + k * stride < nvec:
+                        store(out, i0 + k * step, apply(load(x, i0 + k * step), a, b))
+        for i in range(head + nvec * w + tid, n, stride):  # scalar tail
             out[i] = f(x[i], a, b)
 
     def cpu(x, a, b, out):
         for i in prange(x.size):
             out[i] = f(x[i], a, b)
 
-    return kernel, _cpu.loops(cpu)
+    return _map1_kernel, _cpu.loops(cpu)
 
 
 @functools.lru_cache(maxsize=None)
-def _map2(f):
+def _map2(f, dtype):
+    load, store, _ = _vector.ops()
+    w = _vector.width(dtype)
+    apply = _lanes(f, 2, dtype)
+
     @cuda.jit
-    def kernel(dy, x, a, b, out):
-        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+    def _map2_kernel(dy, x, a, b, out, head):
+        n = x.size
+        tid = int64(cuda.grid(1))
+        stride = int64(cuda.gridsize(1))
+        for i in range(tid, head, stride):
+            out[i] = f(dy[i], x[i], a, b)
+        nvec = (n - head) // w
+        step = stride * w
+        for v in range(tid, nvec, UNROLL * stride):
+            i0 = head + v * w
+            if v + (UNROLL - 1) * stride < nvec:  # eight 128-bit loads in flight before the first store
+                d0, d1, d2, d3 = load(dy, i0), load(dy, i0 + step), load(dy, i0 + 2 * step), load(dy, i0 + 3 * step)
+                x0, x1, x2, x3 = load(x, i0), load(x, i0 + step), load(x, i0 + 2 * step), load(x, i0 + 3 * step)
+                store(out, i0, apply(d0, x0, a, b))
+                store(out, i0 + step, apply(d1, x1, a, b))
+                store(out, i0 + 2 * step, apply(d2, x2, a, b))
+                store(out, i0 + 3 * step, apply(d3, x3, a, b))
+            else:
+                for k in range(UNROLL):
+                    if v + k * stride < nvec:
+                        j = i0 + k * step
+                        store(out, j, apply(load(dy, j), load(x, j), a, b))
+        for i in range(head + nvec * w + tid, n, stride):
             out[i] = f(dy[i], x[i], a, b)
 
     def cpu(dy, x, a, b, out):
         for i in prange(x.size):
             out[i] = f(dy[i], x[i], a, b)
 
-    return kernel, _cpu.loops(cpu)
+    return _map2_kernel, _cpu.loops(cpu)
 
 
-SIGNATURES = {1: "void({0}[::1], {0}, {0}, {0}[::1])", 2: "void({0}[::1], {0}[::1], {0}, {0}, {0}[::1])"}
+SIGNATURES = {1: "void({0}[::1], {0}, {0}, {0}[::1], int64)", 2: "void({0}[::1], {0}[::1], {0}, {0}, {0}[::1], int64)"}
 
 
 @functools.lru_cache(maxsize=None)
 def _kernel(f, arity, dtype):
     build = _map1 if arity == 1 else _map2
-    return Kernel(build(f)[0], SIGNATURES[arity].format(np.dtype(dtype).name), f"map{arity}[{f.__name__}]")
+    return Kernel(build(f, dtype)[0], SIGNATURES[arity].format(np.dtype(dtype).name), f"map{arity}[{f.__name__}]")
+
+
+def work_items(n, head, dtype) -> int:
+    """Threads a vectorised launch over ``n`` elements can use: one per ``UNROLL`` vectors of the body, or per
+    element of the scalar head and tail."""
+    w = _vector.width(dtype)
+    nvec = (n - head) // w
+    return max(head, -(-nvec // UNROLL), n - head - nvec * w, 1)
 
 
 def _run(f, arity, args, names, params, cpu_loops=None):
@@ -66,12 +142,11 @@ def _run(f, arity, args, names, params, cpu_loops=None):
         scalars = [args.dtype.type(p) for p in params]
         call = arrays[:-1] + scalars + arrays[-1:]
         if args.device:
-            kernel = _kernel(f, arity, args.dtype)
-            block_size()
-            kernel.over(n, args.stream, *call)
+            head = _vector.common_head(arrays, n)
+            _kernel(f, arity, args.dtype).over(work_items(n, head, args.dtype), args.stream, *call, np.int64(head))
         else:
             build = _map1 if arity == 1 else _map2
-            loops = cpu_loops(args.dtype) if cpu_loops is not None else build(f)[1]
+            loops = cpu_loops(args.dtype) if cpu_loops is not None else build(f, args.dtype)[1]
             _cpu.run(loops, "elementwise", n, *call)
     args.finish()
 
@@ -105,5 +180,7 @@ def register(name, forward_math, backward_math):
     """Register an elementwise op's forward and backward kernels with the kernel build check."""
     from . import _registry
 
-    _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt))[0], SIGNATURES[1].format)
-    _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt))[0], SIGNATURES[2].format)
+    _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt), np.dtype(dt))[0],
+                         SIGNATURES[1].format)
+    _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt), np.dtype(dt))[0],
+                         SIGNATURES[2].format)

@@ -260,7 +260,6 @@ def prelu(x, weight, *, out=None, stream=None):
     if x_flat.size:
         if args.device:
             kernel = _forward_kernel(args.dtype)
-            block_size()
             kernel.over(x_flat.size, args.stream, x_flat, w_flat, inner, channels, out_flat)
         else:
             rows, per_ch, _ = _cpu_plan(outer, channels, inner)

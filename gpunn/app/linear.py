@@ -97,7 +97,6 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, out=None):
     sbk, sbn = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
     if m * n:
         kernel = _kernels(np.dtype(a.dtype))[0]
-        block_size()
         flat_out = _flat(out)
         ints = [np.int64(v) for v in (m, n, k, sam, sak, sbk, sbn, 0 if bias is None else 1)]
         kernel.over(m * n, current_stream(a), _flat(a), _flat(b),
@@ -112,7 +111,6 @@ def column_sum(dz, out=None):
         out = cuda.device_array((n,), dz.dtype)
     if n:
         kernel = _kernels(np.dtype(dz.dtype))[1]
-        block_size()
         kernel.over(n, current_stream(dz), _flat(dz), np.int64(rows), np.int64(n), _flat(out))
     return out
 

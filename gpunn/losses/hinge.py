@@ -89,7 +89,6 @@ def _check_target(args, ops, validate=False):
 
     flags, slot = _errors.slot(0 if simulator() else current_device_id(), args.stream, describe)
     kernel = _check_kernel(args.dtype)
-    block_size()
     kernel.over(ops.n, args.stream, t, flags, np.int64(slot))
     if validate:
         _errors.check()

@@ -1,0 +1,148 @@
+"""Memory access for gpunn's kernels that Numba does not give directly: 128-bit vector loads and stores, and an array
+over a raw device address. Each comes as an LLVM intrinsic for compiled code (CUDA kernels, and CPU loops, where the
+tests exercise the same IR) and as a plain Python function for Numba's CUDA simulator, which runs kernels as Python.
+
+* ``load(a, i)`` returns the ``W = 16 // itemsize`` elements ``a[i:i + W]`` as a tuple (float32: 4, float64: 2) read
+  by one 128-bit load (``ld.global.v4.f32`` / ``v2.f64``, SASS ``LDG.E.128``); ``store(a, i, values)`` writes them
+  with one 128-bit store. ``a`` must be C-contiguous and ``&a[i]`` 16-byte aligned: the caller peels a scalar head
+  (:func:`head`) so that this holds.
+* ``address_array(address, n, like)`` is the 1-D C-contiguous array of ``n`` elements of ``like``'s dtype at the
+  integer ``address`` (a device pointer in a kernel; in the simulator, where device memory is host memory, a host
+  address). It lets one kernel launch reach any number of separate tensors through a table of addresses.
+
+:func:`ops` picks the implementation for the current mode (compiled or simulated) once, when a kernel is built.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
+
+from ._runtime import simulator
+
+ALIGN = 16  # bytes of one vector access
+
+
+def width(dtype) -> int:
+    """Elements in one 128-bit vector of ``dtype``."""
+    return ALIGN // np.dtype(dtype).itemsize
+
+
+def head(ptr: int, itemsize: int, n: int) -> int:
+    """Elements before the first 16-byte aligned one of an array at ``ptr`` (all ``n`` if none is aligned)."""
+    misaligned = ptr % ALIGN
+    if misaligned % itemsize:
+        return n
+    return min(n, ((ALIGN - misaligned) % ALIGN) // itemsize)
+
+
+def common_head(arrays, n: int) -> int:
+    """The scalar head shared by ``arrays`` (DeviceArray descriptors of ``n`` elements each); ``n`` (no vector access)
+    when they are not aligned alike."""
+    heads = {head(a.ptr, a.dtype.itemsize, n) for a in arrays}
+    return heads.pop() if len(heads) == 1 else n
+
+
+# ---- compiled: LLVM intrinsics -----------------------------------------------------------------------------------------
+def _element_pointer(context, builder, aryty, ary_value, index):
+    ary = context.make_array(aryty)(context, builder, ary_value)
+    return builder.gep(ary.data, [index])
+
+
+def _vector_type(context, dtype):
+    return ir.VectorType(context.get_data_type(dtype), ALIGN // context.get_abi_sizeof(context.get_data_type(dtype)))
+
+
+@intrinsic
+def _load(typingctx, a, i):
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
+        return None
+    n = 16 // (a.dtype.bitwidth // 8)
+    result = types.UniTuple(a.dtype, n)
+
+    def codegen(context, builder, sig, args):
+        vec_t = _vector_type(context, a.dtype)
+        ptr = builder.bitcast(_element_pointer(context, builder, a, args[0], args[1]), vec_t.as_pointer())
+        vec = builder.load(ptr, align=ALIGN)
+        items = [builder.extract_element(vec, ir.Constant(ir.IntType(32), k)) for k in range(n)]
+        return context.make_tuple(builder, result, items)
+
+    return result(a, i), codegen
+
+
+@intrinsic
+def _store(typingctx, a, i, values):
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)
+            and isinstance(values, types.UniTuple) and values.dtype == a.dtype
+            and values.count == 16 // (a.dtype.bitwidth // 8)):
+        return None
+    n = values.count
+
+    def codegen(context, builder, sig, args):
+        vec_t = _vector_type(context, a.dtype)
+        vec = ir.Constant(vec_t, ir.Undefined)
+        for k in range(n):
+            vec = builder.insert_element(vec, builder.extract_value(args[2], k), ir.Constant(ir.IntType(32), k))
+        ptr = builder.bitcast(_element_pointer(context, builder, a, args[0], args[1]), vec_t.as_pointer())
+        builder.store(vec, ptr, align=ALIGN)
+        return context.get_dummy_value()
+
+    return types.void(a, i, values), codegen
+
+
+@intrinsic
+def _address_array(typingctx, address, n, like):
+    if not isinstance(like, types.Float):
+        return None
+    aryty = types.Array(like, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(aryty)(context, builder)
+        data = builder.inttoptr(args[0], context.get_data_type(like).as_pointer())
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(like)))
+        populate_array(ary, data=data, shape=[args[1]], strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return aryty(types.int64, types.int64, like), codegen
+
+
+# ---- simulated: Python ---------------------------------------------------------------------------------------------------
+def _sim_load(a, i):
+    return tuple(a[i + k] for k in range(ALIGN // a.dtype.itemsize))
+
+
+def _sim_store(a, i, values):
+    for k, v in enumerate(values):
+        a[i + k] = v
+
+
+_CTYPES = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+
+def _sim_address_array(address, n, like):
+    dtype = np.dtype(type(like)) if not isinstance(like, np.ndarray) else like.dtype
+    if n == 0:
+        return np.empty(0, dtype)
+    return np.ctypeslib.as_array((_CTYPES[dtype] * int(n)).from_address(int(address)))
+
+
+class Ops(NamedTuple):
+    load: object
+    store: object
+    address_array: object
+
+
+def ops() -> Ops:
+    """The vector load/store and address-array functions for kernels built now (simulated or compiled)."""
+    if simulator():
+        return Ops(_sim_load, _sim_store, _sim_address_array)
+    return Ops(_load, _store, _address_array)
+
+
+COMPILED = Ops(_load, _store, _address_array)
