@@ -143,7 +143,7 @@ REGRESSION = {
 }
 
 
-@pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 17)], ids=str)
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (3, 5, 17)], ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", REGRESSION)
