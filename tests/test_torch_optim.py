@@ -341,3 +341,32 @@ def test_bad_parameters_and_gradients(rng):
     sparse.grad = torch.zeros(3).to_sparse()
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         gt.optim.SGD([sparse], lr=0.1).step()
+
+
+@pytest.mark.parametrize("spoil", ["lr", "eps", "contiguity"])
+def test_a_failing_step_changes_nothing(spoil, rng):
+    """The second param group is bad at step time: the first group must not have been stepped either."""
+    model = make_model(13)
+    odd = torch.zeros(4, 3).t().requires_grad_(True)
+    opt = gt.optim.Adam([{"params": model.parameters()}, {"params": [torch.zeros(3, requires_grad=True)]}], lr=0.01)
+    (x, y), = batches(rng, 1)
+    train_step(model, opt, x, y)
+    opt.param_groups[1]["params"][0].grad = torch.ones(3)
+    if spoil == "lr":
+        opt.param_groups[1]["lr"] = -1.0          # as a broken scheduler would
+    elif spoil == "eps":
+        opt.param_groups[1]["eps"] = 0.0          # torch allows it; gpunn's step needs eps > 0
+    else:
+        odd.grad = torch.ones_like(odd)
+        opt.add_param_group({"params": [odd]})
+    params = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    opt.zero_grad(set_to_none=False)
+    for p in model.parameters():
+        p.grad.fill_(1.0)
+    with pytest.raises(ValueError, match={"lr": "Invalid learning rate", "eps": "eps must be > 0",
+                                          "contiguity": "contiguous; param 0 of param group 2"}[spoil]):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    after = opt.state_dict()["state"]
+    assert all(torch.equal(after[i][k], v) for i in state["state"] for k, v in state["state"][i].items())

@@ -149,26 +149,34 @@ class _Fused(torch.optim.Optimizer):
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         grad_scale = None if grad_scale is None else float(grad_scale)
+        work = []   # everything is checked before any parameter changes
         for index, group in enumerate(self.param_groups):
             self._check_group(group)
-            hyper = self._hyper(group)
-            names = tuple(sorted(self._state_names(group)))
-            for params in self._with_grads(group):
-                for part in self._parts_for(index, group, params):
-                    part.opt.set(**hyper)
-                    grads = [p.grad if p.grad.is_contiguous() or p.grad.device.type == "cpu" else
-                             p.grad.contiguous() for p in part.params]
-                    part.step(self.state, names, grads, grad_scale)
+            hyper, names = self._hyper(group), tuple(sorted(self._state_names(group)))
+            for params in self._with_grads(index, group):
+                work.append((index, group, hyper, names, params))
+        parts = []
+        for index, group, hyper, names, params in work:
+            for part in self._parts_for(index, group, params):
+                part.opt.set(**hyper)   # gpunn's own checks of the values, before any step
+                parts.append((part, names))
+        for part, names in parts:
+            grads = [p.grad if p.grad.is_contiguous() or p.grad.device.type == "cpu" else p.grad.contiguous()
+                     for p in part.params]
+            part.step(self.state, names, grads, grad_scale)
         return loss
 
-    def _with_grads(self, group):
+    def _with_grads(self, index, group):
         """The group's parameters that have a gradient, by (dtype, device)."""
         by_kind = {}
-        for p in group["params"]:
+        for j, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if not p.is_contiguous():
+                raise ValueError(f"{type(self).__name__} updates parameters in place and needs them contiguous; "
+                                 f"param {j} of param group {index} is not")
             by_kind.setdefault((p.dtype, p.device), []).append(p)
         return by_kind.values()
 
@@ -189,11 +197,6 @@ class _Fused(torch.optim.Optimizer):
         part = self._parts.get(key)
         if part is not None and part.in_sync(self.state):
             return part
-        for p in params:
-            if not p.is_contiguous():
-                j = next(j for j, q in enumerate(group["params"]) if q is p)
-                raise ValueError(f"{type(self).__name__} updates parameters in place and needs them contiguous; "
-                                 f"param {j} of param group {index} is not")
         members = {id(p) for p in params}
         for other in [k for k in self._parts if k[0] == index and members.intersection(i for i, _ in k[2])]:
             del self._parts[other]   # a parameter belongs to one part; its state lives on in state[p]
