@@ -1,4 +1,4 @@
-"""The scripts in examples/ run from the shell, learn, and (for PyTorch) match torch.optim.Adam.
+"""The scripts in examples/ run from the shell, learn, and (for PyTorch) match the same loop on pure PyTorch.
 
 Each runs as its own process, as a user would run it, and prints a ``RESULT`` line that is checked here. Without a
 GPU they run on gpunn's CPU path (NumPy arrays, PyTorch CPU tensors); cupy_loop.py must say it skips.
@@ -37,14 +37,13 @@ def test_numpy_loop_learns_the_spirals():
     assert accuracy >= 0.95, line      # three interleaved spirals: not linearly separable
 
 
-def test_torch_model_learns_and_matches_torch_adam():
+def test_torch_model_trains_with_gpunn_torch_as_with_pure_torch():
     pytest.importorskip("torch")
-    line, numbers = result_numbers(run_example("torch_model.py"))
-    first, last, drift = numbers[0], numbers[1], numbers[-1]
-    assert last < first / 5, line
-    # gpunn.silu + gpunn.optim.Adam against torch's silu + torch.optim.Adam from the same start, 200 float32 steps:
-    # they agree to float32 rounding (grown over the steps), far below the size of one step (lr = 1e-2)
-    assert drift < 1e-4, line
+    line, (first, last, torch_last, accuracy, gap) = result_numbers(run_example("torch_model.py"))
+    assert last < first / 3 and accuracy >= 0.9, line
+    # gpunn.torch's GELU, SiLU, CrossEntropyLoss and AdamW against torch.nn's and torch.optim's, from the same start,
+    # 200 float32 steps with a cosine schedule: the final losses agree to float32 rounding grown over the steps
+    assert abs(last - torch_last) <= 1e-3 * torch_last and gap <= 1e-3, line
 
 
 def test_cupy_loop_runs_or_says_it_skips():

@@ -388,3 +388,66 @@ def test_one_launch_per_step(rng):
     assert opt.last_launches == 3 + 1                 # 49 float32 arrays: 3 batches of <= 24; 1 float64 batch
     for p in many:
         assert_close(get(p), [-0.1, -0.1], p.dtype)
+
+
+# ---- state views -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,kw", FULL, ids=FULL_IDS)
+def test_state_views_are_the_state(name, kw, mode, rng):
+    """Views show what state_dict copies, and writing into them acts as loading those values would."""
+    p0, params, opt = setup(name, kw, mode, rng)
+    opt.step([put(x, mode) for x in grads_for(rng, SHAPES)])
+    sd = opt.state_dict()
+    for i, shape in enumerate(SHAPES):
+        views = opt.state_views(i)
+        assert sorted(views) == sorted(s for s in opt.STATE if f"{s}.{i}" in sd)
+        for sname, view in views.items():
+            assert tuple(view.shape) == shape
+            assert np.array_equal(get(view), sd[f"{sname}.{i}"]), f"{sname}.{i}"
+            new = rng.uniform(0.5, 2.0, shape).astype(np.float32)  # positive: a valid (exp_avg_)sq
+            sd[f"{sname}.{i}"] = new
+            view[...] = put(new, mode) if mode == "device" else new
+    twin_params = fresh([get(p) for p in params], mode)
+    twin = getattr(optim, name)(twin_params, **kw)
+    twin.load_state_dict(sd)
+    g = grads_for(rng, SHAPES)
+    opt.step([put(x, mode) for x in g])
+    twin.step([put(x, mode) for x in g])
+    for i, (p, q) in enumerate(zip(params, twin_params)):
+        assert np.array_equal(get(p), get(q)), f"params[{i}]"
+
+
+@pytest.mark.parametrize("name,kw,names", [
+    ("SGD", dict(lr=0.1), []),
+    ("SGD", dict(lr=0.1, momentum=0.9), ["momentum_buffer"]),
+    ("RMSprop", dict(), ["square_avg"]),
+    ("RMSprop", dict(centered=True, momentum=0.5), ["square_avg", "grad_avg", "momentum_buffer"]),
+    ("Adam", dict(), ["exp_avg", "exp_avg_sq"]),
+    ("Adam", dict(amsgrad=True), ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]),
+])
+def test_state_views_before_a_step_are_zeros_the_options_use(name, kw, names, mode, rng):
+    p0, params, opt = setup(name, kw, mode, rng)
+    twin_params = fresh(p0, mode)
+    twin = getattr(optim, name)(twin_params, **kw)
+    views = opt.state_views(1)
+    assert sorted(views) == sorted(names)
+    for view in views.values():
+        assert np.array_equal(get(view), np.zeros(SHAPES[1], np.float32))
+    g = grads_for(rng, SHAPES)
+    opt.step([put(x, mode) for x in g])      # state made early behaves as state made by the first step
+    twin.step([put(x, mode) for x in g])
+    for i, (p, q) in enumerate(zip(params, twin_params)):
+        assert np.array_equal(get(p), get(q)), f"params[{i}]"
+
+
+@pytest.mark.parametrize("i", [-1, 4, 1.0, True, "0"])
+def test_state_views_bad_index(i):
+    opt = optim.Adam([np.zeros(3, np.float32)] * 4)
+    with pytest.raises(ValueError, match="i must be a parameter index in \\[0, 4\\)"):
+        opt.state_views(i)
+
+
+def test_state_views_doc_example():
+    from helpers import assert_doctests_pass
+    import gpunn
+
+    assert_doctests_pass(optim.Optimizer.state_views, gpunn=gpunn, np=np)

@@ -5,6 +5,7 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -32,6 +33,19 @@ def test_flatten_example_runs():
     assert views[0].shape == (3, 4) and views[1].shape == (5,)
     # Adam's first step moves every parameter by lr against the sign of its gradient
     assert np.allclose(views[0], 1.0 - 1e-3) and np.allclose(views[1], 1e-3)
+
+
+def test_pytorch_example_runs():
+    pytest.importorskip("torch")
+    code = python_blocks()[2]
+    assert "import gpunn.torch" in code
+    namespace = {}
+    exec(compile(code, "README.md (PyTorch example)", "exec"), namespace)
+    opt = namespace["opt"]
+    assert type(opt).__module__ == "gpunn.torch.optim" and opt.param_groups[0]["lr"] < 1e-4  # cosine: near 0
+    # 4 balanced random classes: a model that learned nothing sits at ln 4 = 1.386
+    loss = namespace["loss"].item()
+    assert loss < 1.0, loss
 
 
 def test_ci_runs_the_readme_test_command():

@@ -521,6 +521,33 @@ class Optimizer:
         pass
 
     # ---- state_dict --------------------------------------------------------------------------------------------------
+    def state_views(self, i) -> dict:
+        """Views, without a copy, of parameter ``i``'s state tensors that the current hyperparameters use, by name,
+        each shaped like the parameter (NumPy arrays on the host, Numba device arrays on the device). State not made
+        yet is created as zeros, as a first step would. Writing into a view writes the optimizer's state; the views
+        stay valid until :meth:`load_state_dict`, which replaces the state buffers.
+
+        Example:
+            >>> import numpy as np, gpunn
+            >>> p = np.ones(2, np.float32)
+            >>> opt = gpunn.optim.SGD([p], lr=0.1, momentum=0.9)
+            >>> opt.step([np.ones(2, np.float32)])
+            True
+            >>> opt.state_views(0)
+            {'momentum_buffer': array([1., 1.], dtype=float32)}
+        """
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._params):
+            raise ValueError(f"i must be a parameter index in [0, {len(self._params)}), got {i!r}")
+        uses = self._uses(self.hyperparams())
+        group, pos = self._where[int(i)]
+        views = {}
+        for s, name in enumerate(self.STATE):
+            if uses[s]:
+                for g in self._groups:
+                    g.ensure_state(s)
+                views[name] = group.state_slice(s, pos).reshape(self._shapes[i])
+        return views
+
     def state_dict(self) -> dict:
         """Everything needed to resume, as a flat dict of NumPy arrays and Python scalars (copies).
 
