@@ -441,7 +441,7 @@ def test_state_views_before_a_step_are_zeros_the_options_use(name, kw, names, mo
 
 @pytest.mark.parametrize("i", [-1, 4, 1.0, True, "0"])
 def test_state_views_bad_index(i):
-    opt = optim.Adam([np.zeros(3, np.float32)] * 4)
+    opt = optim.Adam([np.zeros(3, np.float32) for _ in range(4)])  # four arrays: the same one four times is refused
     with pytest.raises(ValueError, match="i must be a parameter index in \\[0, 4\\)"):
         opt.state_views(i)
 
