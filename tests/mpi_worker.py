@@ -51,6 +51,7 @@ def initial(seed, dtype, n=N_PARAMS):
 
 
 def my_leaves(all_leaves):
+    assert tree.keeps_order(M, SIZE), f"{SIZE} ranks cannot split {M} leaves in the tree's order"
     per = M // SIZE
     return all_leaves[RANK * per:(RANK + 1) * per]
 
@@ -214,7 +215,8 @@ def scenario_mismatch(outdir, seed):
 
 
 def scenario_fault(outdir, seed, how):
-    """Rank 1 raises / hangs / is killed before an all-reduce; rank 0 must get an error naming rank 1, in time."""
+    """Rank 1 raises / hangs / exits / is killed before an all-reduce; rank 0 must get an error naming rank 1, in
+    time (a killed rank: mpiexec may end the job first, which is fine too)."""
     ch = dist.channel(COMM)
     timeout = 3.0
     start = time.monotonic()
@@ -225,6 +227,8 @@ def scenario_fault(outdir, seed, how):
                     raise RuntimeError("rank one broke")
                 if how == "hang":
                     time.sleep(120)
+                if how == "exit":
+                    os._exit(1)            # dies at once: no Python clean-up, no MPI_Finalize
                 if how == "kill":
                     os.kill(os.getpid(), 9)
             dist.allreduce_mean(np.ones(100, np.float32), COMM, timeout=timeout if how != "raise" else 120)
@@ -236,8 +240,8 @@ def scenario_fault(outdir, seed, how):
     report["seconds"] = time.monotonic() - start
     with open(os.path.join(outdir, f"fault_{how}.{RANK}.json"), "w") as f:
         json.dump(report, f)
-    if RANK == 0 and how == "hang":
-        ch.comm.Abort(3)       # end the stuck rank: the job must not outlive its error
+    if RANK == 0 and how in ("hang", "exit", "kill"):
+        ch.comm.Abort(3)       # end the job (a stuck rank too), as gpunn train does after such an error
 
 
 def main():
@@ -249,5 +253,4 @@ def main():
 
 
 if __name__ == "__main__":
-    assert tree.keeps_order(M, SIZE), f"{SIZE} ranks cannot split {M} leaves in the tree's order"
     main()

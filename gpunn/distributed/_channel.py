@@ -155,18 +155,20 @@ class Channel:
             where = "; ".join(f"rank {r} in {answers[r]}" for r in others)
             text = (f"timed out after {timeout:g} s in {mine}: every rank answered but they wait in different "
                     f"collectives ({where}): the ranks called different functions or sizes")
-        self.notify_failure(text, silent)
+        self.notify_failure(text, silent, skip=silent)
         raise CollectiveTimeoutError(f"rank {self.rank}: {text}", silent)
 
     def _send(self, obj, dest, tag):
         self._sends = [r for r in self._sends if not r.Test()]
         self._sends.append(self.ctl.isend(obj, dest=dest, tag=tag))
 
-    def notify_failure(self, text, ranks=()):
-        """Tell every other rank that this one gives up, and why (best effort: never raises, never blocks long)."""
+    def notify_failure(self, text, ranks=(), skip=()):
+        """Tell every other rank (but ``skip``: ranks that did not answer) that this one gives up, and why.
+
+        Best effort: never raises, never blocks long."""
         requests = []
         for r in range(self.size):
-            if r != self.rank:
+            if r != self.rank and r not in skip:
                 try:
                     requests.append(self.ctl.isend((str(text), tuple(ranks)), dest=r, tag=TAG_FAIL))
                 except Exception:  # noqa: BLE001  a dead peer: the others still get the message
