@@ -100,3 +100,23 @@ def test_bad_distributed_options_exit_2(tmp_path):
                     "--micro-batches", "6"])
     assert rc != 0 and "--micro-batches 6 cannot be split over 2 ranks" in text
     assert text.count("cannot be split") == 1, "rank 0 alone reports"
+
+
+def test_scaling_benchmark_smoke(tmp_path):
+    """gpunn bench --scaling at 1 and 2 ranks, tiny sizes: the JSON, table and plot are written and consistent."""
+    rc, text = run([sys.executable, "-m", "gpunn", "bench", "--scaling", "--ranks", "1,2", "--quick-scaling",
+                    "--output", str(tmp_path)], timeout=400)
+    assert rc == 0, text[-3000:]
+    with open(tmp_path / "scaling.json") as f:
+        report = json.load(f)
+    assert [r["ranks"] for r in report["runs"]] == [1, 2]
+    for run_ in report["runs"]:
+        for mode in ("allreduce", "zero"):
+            t = run_["train"][mode]
+            assert t["steps_per_second"] > 0 and len(t["optimizer_state_bytes_per_rank"]) == run_["ranks"]
+        for n in report["settings"]["sizes"]:
+            a = run_["allreduce"][str(n)]
+            assert 0 < a["min_ms"] <= a["median_ms"] <= a["max_ms"]
+    zero2 = report["runs"][1]["train"]["zero"]["optimizer_state_bytes_per_rank"]
+    assert sum(zero2) == report["runs"][0]["train"]["zero"]["optimizer_state_bytes_per_rank"][0]
+    assert (tmp_path / "scaling.png").stat().st_size > 0 and "| 2 | zero |" in (tmp_path / "scaling.md").read_text()

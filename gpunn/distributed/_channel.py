@@ -23,6 +23,7 @@ import numpy as np
 
 DEFAULT_TIMEOUT = 300.0   # seconds a rank waits in one collective for the others
 PING_GRACE = 5.0          # seconds a timed-out rank waits for the other ranks to answer its ping
+SPIN_SECONDS = 0.05       # a wait polls without sleeping this long, then sleeps 1 ms between polls
 TAG_FAIL, TAG_PING, TAG_PONG = 7701, 7702, 7703
 
 
@@ -106,15 +107,15 @@ class Channel:
         self.waiting_in = f"{what} (call {self.calls})"
         start = time.perf_counter()
         deadline = time.monotonic() + timeout
-        polls = 0
+        relax = time.monotonic() + SPIN_SECONDS
         try:
             while not self.MPI.Request.Testall(requests):
                 self._read_control()
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     self._timed_out(timeout)
-                polls += 1
-                if polls > 1000:            # spin first (fast collectives), then yield the core to other ranks
-                    time.sleep(min(1e-3, 1e-6 * (polls - 1000)))
+                # yield the core at once (ranks may share cores), sleep only after a long wait
+                time.sleep(0 if now < relax else 1e-3)
         finally:
             self.seconds += time.perf_counter() - start
             self.waiting_in = None
