@@ -395,3 +395,17 @@ def test_a_killed_rank_does_not_hang_the_job(tmp_path):
     if path.exists():                      # rank 0 got to its timeout before mpiexec ended it
         report = json.loads(path.read_text())
         assert report["type"] == "CollectiveTimeoutError" and report["ranks"] == [1], report
+
+
+def test_readme_example_runs():
+    """The README's gpunn.distributed example, as written, in one process (a world of one rank)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "ShardedOptimizer" in b)
+    namespace = {}
+    exec(compile(code, "README.md (distributed example)", "exec"), namespace)
+    views, params0 = namespace["views"], namespace["params"]
+    assert np.allclose(views[0], params0[0] - 1e-3, atol=1e-6)     # Adam's first step: lr against the gradient's sign
+    assert np.array_equal(views[1], params0[1])                    # zero gradient: unchanged
+    assert namespace["opt"].step_count == 1

@@ -107,10 +107,7 @@ def run(args):
         from .train_distributed import run_distributed
 
         return run_distributed(cfg, args, train, summary, write_outputs, _error)
-    try:
-        result = train(cfg, progress=not args.quiet)
-    except ValueError as exc:            # a --micro-batches split that breaks the order
-        return _error(str(exc))
+    result = train(cfg, progress=not args.quiet)
     print(summary(result))
     if args.output:
         for path in write_outputs(result, args.output):
