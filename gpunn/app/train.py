@@ -21,7 +21,8 @@ import gpunn
 from . import cpu_threads
 from . import data as data_mod
 from .linear import backend as make_backend
-from .mlp import LOSSES, MLP, make_optimizer
+from .mlp import LOSSES, MLP
+from .parallel import Stepper, World, check_split
 
 
 @dataclass
@@ -40,6 +41,10 @@ class Config:
     test_size: float = 0.2
     max_samples: int | None = None
     threads: int | None = 1     # threads of gpunn's CPU loops (see gpunn.app.cpu_threads)
+    micro_batches: int | None = None   # fixed micro-batches per batch (None: 1, or the number of ranks)
+    distributed: bool = False   # one rank of an MPI job (mpiexec): each rank computes its micro-batches
+    zero: bool = False          # ZeRO-1: the optimizer state sharded across the ranks
+    timeout: float = 300.0      # seconds a rank waits for the others
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Result:
     test_metric: float = float("nan")
     train_seconds: float = 0.0
     total_seconds: float = 0.0
+    parallel: dict = field(default_factory=dict)    # ranks, micro-batches, samples/s, optimizer state bytes per rank
+    params: np.ndarray | None = field(default=None, repr=False)   # the final flat parameters (host copy)
 
 
 def _scalar(backend, x) -> float:
@@ -88,19 +95,26 @@ def evaluate(model, loss_fn, backend, task, x, y, batch_size=512):
 
 def train(cfg: Config, *, progress: bool = True, stream=None) -> Result:
     """Train as ``cfg`` says and return the history and final test numbers."""
+    world = World(cfg.distributed, cfg.timeout)
+    if cfg.zero and not cfg.distributed:
+        raise ValueError("--zero needs --distributed")
+    if world.size > 1:
+        check_split(cfg.micro_batches or world.size, world.size)
+    if cfg.distributed and cfg.device == "cuda":
+        world.use_local_gpu()
     with cpu_threads(cfg.threads):
-        return _train(cfg, progress, stream)
+        return _train(cfg, progress and world.rank == 0, stream, world)
 
 
-def _train(cfg, progress, stream):
+def _train(cfg, progress, stream, world):
     t_start = time.perf_counter()
     dtype = np.dtype(cfg.dtype)
     ds = data_mod.load(cfg.task, test_size=cfg.test_size, seed=cfg.seed, dtype=dtype, max_samples=cfg.max_samples)
     backend = make_backend(cfg.device)
     sizes = [ds.n_features, *cfg.hidden, ds.n_outputs]
     model = MLP(sizes, cfg.activation, backend, seed=cfg.seed, dtype=dtype)
-    opt = make_optimizer(cfg.optimizer, model.params, cfg.lr)
     loss_fn = _loss_fn(cfg)
+    stepper = Stepper(model, loss_fn, cfg, world)
     metric = "accuracy" if cfg.task == "classification" else "r2"
     rng = np.random.default_rng([cfg.seed, 1])
     hist = {k: [] for k in ("epoch", "train_loss", f"train_{metric}", "test_loss", f"test_{metric}", "seconds")}
@@ -122,12 +136,11 @@ def _train(cfg, progress, stream):
                    disable=not progress, file=stream or sys.stderr, dynamic_ncols=True)
         for b in range(n_batches):
             lo, hi = b * cfg.batch_size, min(n, (b + 1) * cfg.batch_size)
-            out = model.forward(x_dev[lo:hi])
-            loss, dout = loss_fn(out, y_dev[lo:hi])
-            opt.step(model.backward(dout))
-            loss_sum += _scalar(backend, loss) * (hi - lo)
+            losses, micro_outs = stepper.step(x_dev[lo:hi], y_dev[lo:hi])
+            for micro_loss in losses:                       # in micro-batch order: the same on any rank count
+                loss_sum += micro_loss
             seen += hi - lo
-            out_host = np.asarray(backend.to_host(out))
+            out_host = np.concatenate(micro_outs)
             outs.append(out_host)
             if cfg.task == "classification":
                 good += float(np.sum(np.argmax(out_host, axis=1) == y_host[lo:hi]))
@@ -137,7 +150,8 @@ def _train(cfg, progress, stream):
             bar.update(1)
         train_loss = loss_sum / max(seen, 1)
         train_metric = _metric(cfg.task, np.concatenate(outs), y_host) if outs else float("nan")
-        test_loss, test_metric = evaluate(model, loss_fn, backend, cfg.task, ds.x_test, ds.y_test)
+        test_loss, test_metric = (evaluate(model, loss_fn, backend, cfg.task, ds.x_test, ds.y_test)
+                                  if world.rank == 0 else (float("nan"), float("nan")))   # rank 0 reports
         if progress:
             bar.set_postfix({"loss": f"{train_loss:.4f}", metric[:3]: f"{train_metric:.3f}",
                              "test_loss": f"{test_loss:.4f}", f"test_{metric[:3]}": f"{test_metric:.3f}"},
@@ -149,12 +163,17 @@ def _train(cfg, progress, stream):
         if not np.isfinite(train_loss):
             break  # diverged (too large a learning rate): stop and report it rather than train on NaN
     t_end = time.perf_counter()
+    samples = n * len(hist["epoch"])
+    parallel = {"ranks": world.size, "micro_batches": stepper.micro, "zero": cfg.zero,
+                "samples_per_second": samples / max(t_end - t_train, 1e-12),
+                "optimizer_state_bytes_per_rank": stepper.state_bytes_per_rank(),
+                "collective_seconds": world.collective_seconds}
     final_loss = hist["test_loss"][-1] if hist["test_loss"] else float("nan")
     final_metric = hist[f"test_{metric}"][-1] if hist["test_loss"] else float("nan")
     cfg_dict = asdict(cfg)
     cfg_dict["hidden"] = list(cfg.hidden)
     return Result(cfg_dict, cfg.device, backend.library, metric, hist, final_loss, final_metric,
-                  t_end - t_train, t_end - t_start)
+                  t_end - t_train, t_end - t_start, parallel, np.array(backend.to_host(model.flat)))
 
 
 def summary(result: Result) -> str:
@@ -164,12 +183,17 @@ def summary(result: Result) -> str:
             else f"test R^2 {result.test_metric:.3f}")
     data = "digits" if c["task"] == "classification" else f"diabetes ({c['loss']})"
     epochs = len(result.history.get("epoch", []))
+<<<<<<< HEAD
     losses = result.history.get("train_loss", [])
     if losses and not np.isfinite(losses[-1]):
         return (f"{data}: diverged at epoch {epochs} (the training loss is {losses[-1]}); stopped. Try a smaller "
                 f"--lr than {c['lr']:g} [{c['activation']}, {c['optimizer']}, seed {c['seed']}]")
+=======
+    ranks = result.parallel.get("ranks", 1)
+    where = f"{ranks} ranks{' (ZeRO)' if result.parallel.get('zero') else ''} on " if ranks > 1 else ""
+>>>>>>> dist
     return (f"{data}: {what}, test loss {result.test_loss:.4f} after {epochs} epochs in "
-            f"{result.train_seconds:.1f} s ({result.total_seconds:.1f} s total) on {result.device} "
+            f"{result.train_seconds:.1f} s ({result.total_seconds:.1f} s total) on {where}{result.device} "
             f"[{result.library}; {c['activation']}, {c['optimizer']} lr={c['lr']:g}, hidden "
             f"{','.join(map(str, c['hidden'])) or 'none'}, batch {c['batch_size']}, seed {c['seed']}]")
 
@@ -185,13 +209,19 @@ def _nan_to_none(obj):
 
 
 def write_outputs(result: Result, directory: str) -> list[str]:
-    """metrics.json, loss.png and accuracy.png (r2.png for regression) in ``directory``; returns the paths."""
+    """metrics.json, loss.png and accuracy.png (r2.png for regression), params.npy (the final flat parameters) in
+    ``directory``; returns the paths."""
     os.makedirs(directory, exist_ok=True)
     metrics = _nan_to_none(asdict(result))
+    params = metrics.pop("params")
     metrics["gpunn"] = gpunn.info()
     path_json = os.path.join(directory, "metrics.json")
     with open(path_json, "w") as f:
         json.dump(metrics, f, indent=2)
+    extra = []
+    if params is not None:
+        extra.append(os.path.join(directory, "params.npy"))
+        np.save(extra[0], params)
 
     import matplotlib
 
@@ -225,4 +255,4 @@ def write_outputs(result: Result, directory: str) -> list[str]:
         fig.savefig(path)
         plt.close(fig)
         paths.append(path)
-    return paths
+    return paths + extra

@@ -35,8 +35,21 @@ def provider_list(text):
 def run(args):
     from .. import bench
 
+<<<<<<< HEAD
     if args.summarize is not None:
         return _summarize(args.summarize)
+=======
+    if args.scaling:
+        from ..distributed.bench import run_scaling
+
+        ranks = tuple(int(r) for r in args.ranks.split(","))
+        quick = dict(sizes=(1 << 12, 1 << 16), steps=5, repeats=3, hidden=(32,)) if args.quick_scaling else {}
+        run_scaling(ranks=ranks, micro=max(ranks), output=args.output, plot=not args.no_plot, **quick)
+        return 0
+    if args.summarize:
+        print(bench.summarize(args.summarize), end="")
+        return 0
+>>>>>>> dist
     if args.list:
         for e in bench.all_entries():
             print(f"{e.name:<40} {e.family:<12} {e.napkin}")
@@ -116,4 +129,9 @@ def register(subparsers):
     p.add_argument("--summarize", metavar="DIR", default=None,
                    help="print the headline figures of every benchmark JSON in DIR, then exit")
     p.add_argument("--list", action="store_true", help="list the entries and their napkin math, then exit")
+    p.add_argument("--scaling", action="store_true",
+                   help="gpunn.distributed on the CPU: training steps/s and all-reduce time at --ranks ranks "
+                        "(mpiexec; needs the dist extra); writes scaling.json, .md and .png to --output")
+    p.add_argument("--ranks", default="1,2,4", help="rank counts for --scaling (default 1,2,4)")
+    p.add_argument("--quick-scaling", action="store_true", help="--scaling with tiny sizes (a smoke test)")
     p.set_defaults(func=run)

@@ -37,7 +37,7 @@ def default_device():
 _OPTIONS = [("task", "--task"), ("activation", "--activation"), ("optimizer", "--optimizer"), ("lr", "--lr"),
             ("epochs", "--epochs"), ("batch_size", "--batch-size"), ("hidden", "--hidden"), ("loss", "--loss"),
             ("seed", "--seed"), ("dtype", "--dtype"), ("max_samples", "--max-samples"), ("threads", "--threads"),
-            ("output", "--output")]
+            ("output", "--output"), ("micro_batches", "--micro-batches")]
 
 
 def _argv_for(args):
@@ -64,6 +64,9 @@ def run(args):
     if args.output is not None:
         output_dir(args.output)  # before training, not after it
     device = args.device or default_device()
+    if args.distributed and device == "sim" and not simulator():
+        return _error("--distributed --device sim needs the simulator on in every rank: "
+                      "mpiexec -genv NUMBA_ENABLE_CUDASIM 1 -n N gpunn train --distributed --device sim ...")
     if device == "sim" and not simulator():
         # The simulator must be on before numba.cuda is first imported, which importing gpunn already did:
         # run the same command in a fresh interpreter with NUMBA_ENABLE_CUDASIM=1.
@@ -80,7 +83,15 @@ def run(args):
     cfg = Config(task=args.task, activation=args.activation, optimizer=args.optimizer,
                  lr=args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], epochs=args.epochs,
                  batch_size=args.batch_size, hidden=tuple(args.hidden), loss=args.loss or "mse", device=device,
-                 seed=args.seed, dtype=args.dtype, max_samples=args.max_samples, threads=args.threads)
+                 seed=args.seed, dtype=args.dtype, max_samples=args.max_samples, threads=args.threads,
+                 micro_batches=args.micro_batches, distributed=args.distributed, zero=args.zero,
+                 timeout=args.timeout)
+    if args.zero and not args.distributed:
+        return _error("--zero needs --distributed (the optimizer state is sharded across the MPI ranks)")
+    if args.distributed:
+        from .train_distributed import run_distributed
+
+        return run_distributed(cfg, args, train, summary, write_outputs, _error)
     result = train(cfg, progress=not args.quiet)
     print(summary(result))
     if args.output is not None:
@@ -120,4 +131,16 @@ def register(subparsers):
     p.add_argument("--output", metavar="DIR", default=None,
                    help="write metrics.json and loss/accuracy curves (PNG) to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the summary line is still printed)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: run as mpiexec -n N gpunn train --distributed; each batch is split "
+                        "across the ranks, rank 0 prints and writes the outputs (needs the dist extra)")
+    p.add_argument("--zero", action="store_true",
+                   help="with --distributed: ZeRO-1, each rank keeps the optimizer state of 1/N of the parameters")
+    p.add_argument("--micro-batches", type=positive_int, default=None,
+                   help="fixed micro-batches per batch, summed in a fixed order (default: the number of ranks). "
+                        "Runs with the same value give the same parameters on any number of ranks; it must be the "
+                        "ranks times a power of two")
+    p.add_argument("--timeout", type=positive_float, default=300.0,
+                   help="with --distributed: seconds a rank waits for the others before it stops with an error "
+                        "naming the missing rank (default 300)")
     p.set_defaults(func=run)

@@ -460,6 +460,31 @@ class Optimizer:
             if max_norm is not None:
                 norm = math.sqrt(sq) * inv
                 gscale = inv * min(1.0, max_norm / (norm + 1e-6))
+        self.last_launches = launches + self._apply(flat, hp, gscale)
+        return True
+
+    def step_scaled(self, grads, scale) -> None:
+        r"""Apply one step with every gradient multiplied by ``scale``: no check pass, no clipping, no skipping.
+
+        For a caller that decided skip and clip itself, from a norm and a count of non-finite values it computed
+        elsewhere (:class:`gpunn.distributed.ShardedOptimizer`: over the shards of every rank). ``max_grad_norm`` is
+        not applied here. Arguments are checked as in :meth:`step`; ``scale`` must be finite and > 0.
+
+        Example:
+            >>> import numpy as np, gpunn
+            >>> p = np.array([1.0, 2.0])
+            >>> gpunn.optim.SGD([p], lr=1.0).step_scaled([np.array([4.0, 8.0])], 0.25)   # p -= 1.0 * 0.25 g
+            >>> p
+            array([0., 0.])
+        """
+        hp = self.hyperparams()
+        self._check_hyper(hp)
+        scale = check_real("scale", scale, low=0.0, low_open=True)
+        self.last_launches = self._apply(self._flat_grads(grads), hp, scale)
+
+    def _apply(self, flat, hp, gscale):
+        """The update proper (gradients times ``gscale``); returns the launches."""
+        launches = 0
         step = self._step + 1
         uses = tuple(bool(u) for u in self._uses(hp))
         scalars = self._scalars(hp, step, gscale)
@@ -471,8 +496,7 @@ class Optimizer:
             launches += self._update_group(group, flat, uses, scalars)
         self._step = step
         self._after_step(hp)
-        self.last_launches = launches
-        return True
+        return launches
 
     def _check_pass(self, flat):
         sq = 0.0
