@@ -183,15 +183,12 @@ def summary(result: Result) -> str:
             else f"test R^2 {result.test_metric:.3f}")
     data = "digits" if c["task"] == "classification" else f"diabetes ({c['loss']})"
     epochs = len(result.history.get("epoch", []))
-<<<<<<< HEAD
     losses = result.history.get("train_loss", [])
     if losses and not np.isfinite(losses[-1]):
         return (f"{data}: diverged at epoch {epochs} (the training loss is {losses[-1]}); stopped. Try a smaller "
                 f"--lr than {c['lr']:g} [{c['activation']}, {c['optimizer']}, seed {c['seed']}]")
-=======
     ranks = result.parallel.get("ranks", 1)
     where = f"{ranks} ranks{' (ZeRO)' if result.parallel.get('zero') else ''} on " if ranks > 1 else ""
->>>>>>> dist
     return (f"{data}: {what}, test loss {result.test_loss:.4f} after {epochs} epochs in "
             f"{result.train_seconds:.1f} s ({result.total_seconds:.1f} s total) on {where}{result.device} "
             f"[{result.library}; {c['activation']}, {c['optimizer']} lr={c['lr']:g}, hidden "

@@ -35,10 +35,6 @@ def provider_list(text):
 def run(args):
     from .. import bench
 
-<<<<<<< HEAD
-    if args.summarize is not None:
-        return _summarize(args.summarize)
-=======
     if args.scaling:
         from ..distributed.bench import run_scaling
 
@@ -46,10 +42,8 @@ def run(args):
         quick = dict(sizes=(1 << 12, 1 << 16), steps=5, repeats=3, hidden=(32,)) if args.quick_scaling else {}
         run_scaling(ranks=ranks, micro=max(ranks), output=args.output, plot=not args.no_plot, **quick)
         return 0
-    if args.summarize:
-        print(bench.summarize(args.summarize), end="")
-        return 0
->>>>>>> dist
+    if args.summarize is not None:
+        return _summarize(args.summarize)
     if args.list:
         for e in bench.all_entries():
             print(f"{e.name:<40} {e.family:<12} {e.napkin}")
