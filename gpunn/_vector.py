@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
@@ -104,12 +104,22 @@ def _address_array(typingctx, address, n, like):
 
     def codegen(context, builder, sig, args):
         ary = context.make_array(aryty)(context, builder)
-        data = builder.inttoptr(args[0], context.get_data_type(like).as_pointer())
+        element = context.get_data_type(like)
+        if _is_cuda(context):
+            # a global pointer made generic: NVVM then infers the global space for every access (ld.global, LDG),
+            # where a bare inttoptr leaves generic loads (LD)
+            data = builder.addrspacecast(builder.inttoptr(args[0], element.as_pointer(1)), element.as_pointer())
+        else:
+            data = builder.inttoptr(args[0], element.as_pointer())
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(like)))
         populate_array(ary, data=data, shape=[args[1]], strides=[itemsize], itemsize=itemsize, meminfo=None)
         return ary._getvalue()
 
     return aryty(types.int64, types.int64, like), codegen
+
+
+def _is_cuda(context) -> bool:
+    return type(context).__name__ == "CUDATargetContext"
 
 
 # ---- simulated: Python ---------------------------------------------------------------------------------------------------
@@ -130,6 +140,59 @@ def _sim_address_array(address, n, like):
     if n == 0:
         return np.empty(0, dtype)
     return np.ctypeslib.as_array((_CTYPES[dtype] * int(n)).from_address(int(address)))
+
+
+def _masked(w):
+    """``(gather, scatter)``: ``w`` lanes from ``a[i:]``, each read (written) one by one and only where ``i + lane <
+    n`` (the lanes past ``n`` read as 0): the unaligned or partial vector of a kernel's tail."""
+    if w == 4:
+        @njit(inline="always")
+        def gather4(a, i, n, zero):
+            return (a[i] if i < n else zero, a[i + 1] if i + 1 < n else zero, a[i + 2] if i + 2 < n else zero,
+                    a[i + 3] if i + 3 < n else zero)
+
+        @njit(inline="always")
+        def scatter4(a, i, n, v):
+            if i < n:
+                a[i] = v[0]
+            if i + 1 < n:
+                a[i + 1] = v[1]
+            if i + 2 < n:
+                a[i + 2] = v[2]
+            if i + 3 < n:
+                a[i + 3] = v[3]
+
+        return gather4, scatter4
+
+    @njit(inline="always")
+    def gather2(a, i, n, zero):
+        return a[i] if i < n else zero, a[i + 1] if i + 1 < n else zero
+
+    @njit(inline="always")
+    def scatter2(a, i, n, v):
+        if i < n:
+            a[i] = v[0]
+        if i + 1 < n:
+            a[i + 1] = v[1]
+
+    return gather2, scatter2
+
+
+def _sim_gather(a, i, n, zero):
+    return tuple(a[i + k] if i + k < n else zero for k in range(ALIGN // a.dtype.itemsize))
+
+
+def _sim_scatter(a, i, n, values):
+    for k, v in enumerate(values):
+        if i + k < n:
+            a[i + k] = v
+
+
+def masked(dtype):
+    """``(gather, scatter)`` for ``dtype``'s vector width, compiled or simulated (see :func:`_masked`)."""
+    if simulator():
+        return _sim_gather, _sim_scatter
+    return _masked(width(dtype))
 
 
 class Ops(NamedTuple):

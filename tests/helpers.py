@@ -71,3 +71,14 @@ def assert_usage_error(rc, err, prog, words):
     assert rc == 2, f"exit status {rc}, stderr:\n{err[-2000:]}"
     assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err[-2000:]}"
     assert lines[0].startswith(f"{prog}: error: ") and words in lines[0], lines[0]
+
+
+def applied(result, mode) -> bool:
+    """Whether an optimizer step was applied: a bool on the CPU; on the device a lazy StepResult, read here."""
+    if mode == "cpu":
+        assert isinstance(result, bool), f"a CPU step returns a bool, got {type(result).__name__}"
+        return result
+    from gpunn.optim import StepResult
+
+    assert isinstance(result, StepResult), f"a device step returns a StepResult, got {type(result).__name__}"
+    return bool(result)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gpunn import optim
-from gpunn.optim import _fused
+from gpunn.optim import _base
 from helpers import assert_close, assert_doctests_pass, get, put
 from test_optim_reference import Reference
 from test_optim_state import FULL, FULL_IDS, TOL, assert_unchanged, fresh, grads_for, snapshot
@@ -81,4 +81,4 @@ def test_bad_grads_raise_like_step(mode):
 
 
 def test_doc_example():
-    assert_doctests_pass(_fused.Optimizer.step_scaled)
+    assert_doctests_pass(_base.Optimizer.step_scaled)

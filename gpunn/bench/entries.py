@@ -568,8 +568,7 @@ def make_gpunn_step(opt, params, grads, dtype):
     """A zero-argument callable doing one gpunn step of ``opt`` over the lists ``params`` and ``grads``.
 
     gpunn.optim's optimizer classes take the parameter list and the hyperparameters; ``step(grads)`` updates the
-    parameters in place: one launch per 24 separate arrays of a dtype (``MAX_TENSORS_PER_LAUNCH``), so one launch
-    for a single array or a flat buffer, 9 for 200 separate arrays."""
+    parameters in place: one launch per dtype for any number of arrays (a table of their addresses)."""
     cls = _g("optim." + opt.gname)
     o = cls(params, **opt.hyper)
     return lambda: o.step(grads)

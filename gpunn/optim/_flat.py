@@ -1,8 +1,9 @@
-r"""``flatten``: many arrays as views of one contiguous buffer, so one optimizer launch updates all of them.
+r"""``flatten``: many arrays as views of one contiguous buffer.
 
-An optimizer built on separate arrays passes them to its kernel as a tuple, at most
-:data:`~gpunn.optim.MAX_TENSORS_PER_LAUNCH` (24) per launch (see :mod:`gpunn.optim._fused`): 200 arrays take 9
-launches. Built on ONE array, it takes one launch whatever its size. ``flatten`` makes that one array out of many:
+An optimizer steps any number of separate arrays in one launch (a table of their addresses), but one buffer is still
+worth having: the step then reads one contiguous, 16-byte aligned stream (every element through 128-bit vectors,
+where separate small arrays leave unaligned heads and tails), the host checks one gradient instead of hundreds, and
+gpunn.distributed exchanges one buffer per step. ``flatten`` makes that one array out of many:
 
 .. math::
     \mathrm{flat} = [\,\mathrm{vec}(a_0),\ \mathrm{vec}(a_1),\ \dots,\ \mathrm{vec}(a_{k-1})\,],\qquad

@@ -11,55 +11,65 @@ Per element at step t (t counts applied steps, from 1), with g the gradient (aft
     correction: denom = sqrt(v or vmax) / sqrt(1 - beta2^t) + eps
     update:     p = p - lr / (1 - beta1^t) * m / denom
 
-The step-dependent scalars lr / (1 - beta1^t) and sqrt(1 - beta2^t) are computed on the host in float64 and passed
-to the kernel (cast to the parameter dtype, as PyTorch's Python-float scalars are). State: ``exp_avg``,
-``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad), all starting at zero.
+The options specialise the compiled step (AMSGrad, maximize, decoupled or L2 decay: no run-time branch per element).
+The step-dependent scalars lr / (1 - beta1^t) and sqrt(1 - beta2^t) are computed once per thread in float64 from the
+applied-step count t (on the device it lives on the device, so a skipped step costs no read-back) and cast to the
+parameter dtype, as PyTorch's Python-float scalars are. State: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``
+(amsgrad), all starting at zero.
 """
 
 import functools
 import math
 
+import numpy as np
 from numba import njit
 
-from . import _fused
-from .._elementwise import typed
+from . import _base
 from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
 @functools.lru_cache(maxsize=None)
-def _adam_math(dtype):
-    (zero,) = typed(dtype, 0.0)
+def _adam_math(dtype, flags):
+    """``(prepare, update)`` for ``flags = (amsgrad, maximize, decoupled, l2)``."""
+    amsgrad, maximize, decoupled, l2 = flags
+    to = np.dtype(dtype).type
 
     @njit(inline="always")
-    def update(p, g, m, v, vmax, h):
-        gscale, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, wd, decay, amsgrad, \
-            maximize = h
+    def prepare(host, t, gscale, flag):
+        lr, beta1, beta2, eps, wd = host
+        step_size = lr / (1.0 - beta1 ** t)          # lr / (1 - b1^t)
+        inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** t)  # 1 / sqrt(1 - b2^t): a product per element, not a quotient
+        decay = 1.0 - lr * wd                        # AdamW: p (1 - lr wd)
+        return (to(gscale), to(step_size), to(beta1), to(1.0 - beta1), to(beta2), to(1.0 - beta2), to(inv_bc2_sqrt),
+                to(eps), to(wd), to(decay))
+
+    @njit(inline="always")
+    def update(p, g, m, v, vmax, k):
+        gscale, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, wd, decay = k
         g = g * gscale                      # unscale / clip
-        if maximize != zero:
+        if maximize:
             g = -g
-        if wd != zero:
+        if l2:
             g = g + wd * p                  # Adam: L2 decay
-        p = p * decay                       # AdamW: p (1 - lr wd); decay = 1 (exact) for Adam
+        if decoupled:
+            p = p * decay                   # AdamW: decoupled decay, before the moments
         m = beta1 * m + one_minus_beta1 * g            # m = b1 m + (1 - b1) g
         v = beta2 * v + one_minus_beta2 * (g * g)      # v = b2 v + (1 - b2) g^2
-        if amsgrad != zero:
+        if amsgrad:
             if v > vmax:
                 vmax = v                    # vmax = max(vmax, v)
-            denom = math.sqrt(vmax) / bc2_sqrt + eps
+            denom = math.sqrt(vmax) * inv_bc2_sqrt + eps
         else:
-            denom = math.sqrt(v) / bc2_sqrt + eps      # sqrt(v / (1 - b2^t)) + eps
+            denom = math.sqrt(v) * inv_bc2_sqrt + eps  # sqrt(v / (1 - b2^t)) + eps
         p = p - step_size * (m / denom)     # p -= lr / (1 - b1^t) * m / denom
         return p, m, v, vmax
 
-    return update
-
-
-N_SCALARS = 12
+    return prepare, update
 
 
 # ---- public classes --------------------------------------------------------------------------------------------------
-class Adam(_fused.Optimizer):
+class Adam(_base.Optimizer):
     r"""Adam (Kingma & Ba) with optional L2 decay, AMSGrad and maximize.
 
     .. math::
@@ -100,22 +110,18 @@ class Adam(_fused.Optimizer):
         check_real("eps", hp["eps"], low=0.0, low_open=True)
         check_real("weight_decay", hp["weight_decay"], low=0.0)
 
+    MATH = staticmethod(_adam_math)
+
+    def _flags(self, hp):
+        l2 = not self.DECOUPLED and hp["weight_decay"] != 0
+        return (bool(hp["amsgrad"]), bool(hp["maximize"]), self.DECOUPLED, l2)
+
     def _uses(self, hp):
         return (True, True, bool(hp["amsgrad"]))
 
-    def _scalars(self, hp, step, gscale):
-        lr, (beta1, beta2), wd = hp["lr"], hp["betas"], hp["weight_decay"]
-        bc1 = 1.0 - beta1 ** step                    # float64 on the host
-        bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-        if self.DECOUPLED:
-            wd_l2, decay = 0.0, 1.0 - lr * wd
-        else:
-            wd_l2, decay = wd, 1.0
-        return (gscale, lr / bc1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, bc2_sqrt, hp["eps"], wd_l2, decay,
-                float(hp["amsgrad"]), float(hp["maximize"]))
-
-    def _math(self, dtype):
-        return _adam_math(dtype)
+    def _host(self, hp):
+        beta1, beta2 = hp["betas"]
+        return (hp["lr"], beta1, beta2, hp["eps"], hp["weight_decay"])
 
 
 class AdamW(Adam):
@@ -141,4 +147,6 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, max_grad_norm)
 
 
-_fused.register_step("adam", _adam_math, N_SCALARS)
+_base.register_step("adam", _adam_math, 5, [((False, False, False, False), (True, True, False)),
+                                            ((True, True, False, True), (True, True, True)),
+                                            ((True, True, True, False), (True, True, True))])

@@ -1,6 +1,6 @@
 r"""RMSprop: PyTorch's ``torch.optim.RMSprop``.
 
-Per element, with g the gradient (after unscaling/clipping, see :mod:`gpunn.optim._fused`):
+Per element, with g the gradient (after unscaling/clipping, see :mod:`gpunn.optim._kernels`):
 
     g = -g                                      if maximize
     g = g + weight_decay * p                    (L2 decay, when weight_decay != 0)
@@ -18,28 +18,36 @@ of that and writes NaN, gpunn clamps it at 0. State: ``square_avg``; ``grad_avg`
 import functools
 import math
 
+import numpy as np
 from numba import njit
 
-from . import _fused
-from .._elementwise import typed
+from . import _base
 from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
 @functools.lru_cache(maxsize=None)
-def _rmsprop_math(dtype):
-    (zero,) = typed(dtype, 0.0)
+def _rmsprop_math(dtype, flags):
+    """``(prepare, update)`` for ``flags = (centered, momentum, maximize, l2)``."""
+    centered, use_momentum, maximize, l2 = flags
+    to = np.dtype(dtype).type
+    zero = to(0.0)
 
     @njit(inline="always")
-    def update(p, g, v, gbar, b, h):
-        gscale, lr, alpha, one_minus_alpha, eps, wd, mu, centered, maximize = h
+    def prepare(host, t, gscale, flag):
+        lr, alpha, eps, wd, mu = host
+        return to(gscale), to(lr), to(alpha), to(1.0 - alpha), to(eps), to(wd), to(mu)
+
+    @njit(inline="always")
+    def update(p, g, v, gbar, b, k):
+        gscale, lr, alpha, one_minus_alpha, eps, wd, mu = k
         g = g * gscale                      # unscale / clip
-        if maximize != zero:
+        if maximize:
             g = -g
-        if wd != zero:
+        if l2:
             g = g + wd * p                  # L2 decay
         v = alpha * v + one_minus_alpha * (g * g)    # v = alpha v + (1 - alpha) g^2
-        if centered != zero:
+        if centered:
             gbar = alpha * gbar + one_minus_alpha * g  # gbar = alpha gbar + (1 - alpha) g
             var = v - gbar * gbar
             if var < zero:
@@ -47,21 +55,18 @@ def _rmsprop_math(dtype):
             avg = math.sqrt(var) + eps
         else:
             avg = math.sqrt(v) + eps
-        if mu > zero:
+        if use_momentum:
             b = mu * b + g / avg            # b = mu b + g / avg
             p = p - lr * b
         else:
             p = p - lr * (g / avg)
         return p, v, gbar, b
 
-    return update
-
-
-N_SCALARS = 9
+    return prepare, update
 
 
 # ---- public class ----------------------------------------------------------------------------------------------------
-class RMSprop(_fused.Optimizer):
+class RMSprop(_base.Optimizer):
     r"""RMSprop (Hinton's), optionally centered and with momentum.
 
     .. math:: v_t = \alpha v_{t-1} + (1 - \alpha) g_t^2,\quad p_t = p_{t-1} - \eta\, g_t / (\sqrt{v_t} + \epsilon)
@@ -99,15 +104,17 @@ class RMSprop(_fused.Optimizer):
         check_real("weight_decay", hp["weight_decay"], low=0.0)
         check_real("momentum", hp["momentum"], low=0.0)
 
+    MATH = staticmethod(_rmsprop_math)
+
+    def _flags(self, hp):
+        return (bool(hp["centered"]), hp["momentum"] > 0, bool(hp["maximize"]), hp["weight_decay"] != 0)
+
     def _uses(self, hp):
         return (True, bool(hp["centered"]), hp["momentum"] > 0)
 
-    def _scalars(self, hp, step, gscale):
-        return (gscale, hp["lr"], hp["alpha"], 1.0 - hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"],
-                float(hp["centered"]), float(hp["maximize"]))
-
-    def _math(self, dtype):
-        return _rmsprop_math(dtype)
+    def _host(self, hp):
+        return (hp["lr"], hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"])
 
 
-_fused.register_step("rmsprop", _rmsprop_math, N_SCALARS)
+_base.register_step("rmsprop", _rmsprop_math, 5, [((False, False, False, False), (True, False, False)),
+                                                  ((True, True, True, True), (True, True, True))])

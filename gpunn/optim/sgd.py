@@ -1,6 +1,6 @@
 r"""SGD, with momentum (heavy ball) and Nesterov momentum: PyTorch's ``torch.optim.SGD``.
 
-Per element, with g the gradient (after unscaling/clipping, see :mod:`gpunn.optim._fused`):
+Per element, with g the gradient (after unscaling/clipping, see :mod:`gpunn.optim._kernels`):
 
     g = -g                                  if maximize
     g = g + weight_decay * p                (L2 decay, when weight_decay != 0)
@@ -15,46 +15,51 @@ Nesterov needs momentum > 0 and dampening = 0. State: ``momentum_buffer`` (only 
 
 import functools
 
+import numpy as np
 from numba import njit
 
-from . import _fused
-from .._elementwise import typed
+from . import _base
 from .._args import check_real
 
 
 # ---- scalar math (one definition, called by the CUDA kernel and by the CPU loop) -------------------------------------
 @functools.lru_cache(maxsize=None)
-def _sgd_math(dtype):
-    (zero,) = typed(dtype, 0.0)
+def _sgd_math(dtype, flags):
+    """``(prepare, update)`` for ``flags = (momentum, nesterov, maximize, l2)``."""
+    use_momentum, nesterov, maximize, l2 = flags
+    to = np.dtype(dtype).type
 
     @njit(inline="always")
-    def update(p, g, b, s1, s2, h):
-        gscale, lr, mu, one_minus_damp, wd, nesterov, maximize, first = h
+    def prepare(host, t, gscale, initialized):
+        lr, mu, dampening, wd = host
+        first = 1.0 if initialized == 0.0 else 0.0  # the momentum buffer starts as g at the first momentum step
+        return to(gscale), to(lr), to(mu), to(1.0 - dampening), to(wd), to(first)
+
+    @njit(inline="always")
+    def update(p, g, b, s1, s2, k):
+        gscale, lr, mu, one_minus_damp, wd, first = k
         g = g * gscale                      # unscale / clip (exactly g when gscale = 1)
-        if maximize != zero:
+        if maximize:
             g = -g
-        if wd != zero:
+        if l2:
             g = g + wd * p                  # L2 decay
-        if mu != zero:
-            if first != zero:
+        if use_momentum:
+            if first != 0:
                 b = g                       # b_1 = g
             else:
                 b = mu * b + one_minus_damp * g   # b_t = mu b_{t-1} + (1 - dampening) g
-            if nesterov != zero:
+            if nesterov:
                 g = g + mu * b
             else:
                 g = b
         p = p - lr * g                      # p -= lr g
         return p, b, s1, s2
 
-    return update
-
-
-N_SCALARS = 8
+    return prepare, update
 
 
 # ---- public classes --------------------------------------------------------------------------------------------------
-class SGD(_fused.Optimizer):
+class SGD(_base.Optimizer):
     r"""Stochastic gradient descent with optional momentum, Nesterov momentum, L2 decay and gradient clipping.
 
     .. math::
@@ -97,20 +102,16 @@ class SGD(_fused.Optimizer):
             raise ValueError(f"nesterov needs momentum > 0 and dampening 0, got momentum={hp['momentum']} and "
                              f"dampening={hp['dampening']}")
 
+    MATH = staticmethod(_sgd_math)
+
+    def _flags(self, hp):
+        return (hp["momentum"] != 0, bool(hp["nesterov"]), bool(hp["maximize"]), hp["weight_decay"] != 0)
+
     def _uses(self, hp):
         return (hp["momentum"] != 0, False, False)
 
-    def _scalars(self, hp, step, gscale):
-        first = hp["momentum"] != 0 and not self._extra["momentum_initialized"]
-        return (gscale, hp["lr"], hp["momentum"], 1.0 - hp["dampening"], hp["weight_decay"],
-                float(hp["nesterov"]), float(hp["maximize"]), float(first))
-
-    def _math(self, dtype):
-        return _sgd_math(dtype)
-
-    def _after_step(self, hp):
-        if hp["momentum"] != 0:
-            self._extra["momentum_initialized"] = True
+    def _host(self, hp):
+        return (hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"])
 
 
 class Momentum(SGD):
@@ -146,4 +147,5 @@ class NAG(SGD):
         super().__init__(params, lr, momentum, 0.0, True, weight_decay, maximize, max_grad_norm)
 
 
-_fused.register_step("sgd", _sgd_math, N_SCALARS)
+_base.register_step("sgd", _sgd_math, 4, [((False, False, False, False), (False, False, False)),
+                                          ((True, True, True, True), (True, False, False))])
