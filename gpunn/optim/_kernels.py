@@ -86,6 +86,17 @@ def _lanes(update, w, dtype):
     return apply2
 
 
+def _typed_results(fn, dtype):
+    """``fn`` returning its results as ``dtype`` scalars. In the simulator a kernel is Python: a compiled helper's
+    float32 results come back as Python floats, and the next compiled call would then compute in float64."""
+    cast = dtype.type
+
+    def typed_fn(*args):
+        return tuple(cast(v) for v in fn(*args))
+
+    return typed_fn
+
+
 @functools.lru_cache(maxsize=None)
 def step_dispatcher(math_fns, dtype, uses, block):
     """The fused step kernel for one optimizer's ``(prepare, update)`` (specialised to its flags), a parameter dtype,
@@ -93,6 +104,8 @@ def step_dispatcher(math_fns, dtype, uses, block):
     prepare, update = math_fns
     load, store, address_array = _vector.ops()
     dtype = np.dtype(dtype)
+    if simulator():
+        prepare = _typed_results(prepare, dtype)
     w = _vector.width(dtype)
     gather, scatter = _vector.masked(dtype)
     apply = _lanes(update, w, dtype)
