@@ -172,7 +172,7 @@ def test_convergence(name, surface):
 
 
 # ---- the docstring examples run (so they cannot rot) -----------------------------------------------------------------
-@pytest.mark.parametrize("module", ["sgd", "rmsprop", "adam", "_flat"])
+@pytest.mark.parametrize("module", ["sgd", "rmsprop", "adam", "_flat", "_base"])
 def test_doc_examples(module):
     import importlib
 

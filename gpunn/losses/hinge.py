@@ -22,7 +22,7 @@ from .. import _errors, _registry
 from .._args import check_real
 from .._arrays import numba_array
 from .._elementwise import typed
-from .._launch import Kernel, block_size, current_device_id
+from .._launch import Kernel, current_device_id
 from .._runtime import simulator
 from . import _common
 

@@ -36,7 +36,18 @@ class StepResult:
     """Whether a device step was applied (False: skipped on a non-finite gradient), read when asked.
 
     ``bool(result)`` waits for the step to finish (a synchronisation) and reads its flag; the flag of one step stays
-    readable for the next ``RING`` (64) steps. Compares equal to True or False."""
+    readable for the next ``RING`` (64) steps. Compares equal to True or False.
+
+    >>> w = gpunn.to_device(np.ones(3, np.float32))
+    >>> opt = gpunn.optim.SGD([w], lr=0.1)
+    >>> opt.step([gpunn.to_device(np.ones(3, np.float32))], grad_scale=1.0) == True
+    True
+    >>> bad = gpunn.to_device(np.array([1, np.nan, 1], np.float32))
+    >>> bool(opt.step([bad], grad_scale=1.0))  # skipped: w is unchanged
+    False
+    >>> gpunn.to_host(w)
+    array([0.9, 0.9, 0.9], dtype=float32)
+    """
 
     def __init__(self, opt, call):
         self._opt, self._call = opt, call

@@ -36,7 +36,9 @@ CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 parameters make 102
 CHUNK_SIM = 64           # in the simulator: tests of a few hundred elements cross chunk borders
 CHUNK_CPU = 1 << 16      # the CPU check pass's fixed chunk
 THREADS_SIM = 8          # threads per block in the simulator (each is a Python thread)
-MAX_REGISTERS = 64       # per thread: four 256-thread blocks per SM, half occupancy (spills only outside the main loop)
+# registers per thread, the fewest with no spill in any variant (`gpunn kernels`, sm_80 and sm_90): three 256-thread
+# blocks per SM for float32, two for float64 (Adam's float64 variants spill at 80)
+MAX_REGISTERS = {"float32": 80, "float64": 96}
 F64_MAX = float(np.finfo(np.float64).max)
 
 # The status buffer (float64): the applied-step count and the optimizer's flag, each twice (read [parity], write
@@ -115,10 +117,10 @@ def step_dispatcher(math_fns, dtype, uses, block):
     zeros = (like,) * w
     use0, use1, use2 = uses
     # vectors of every array per iteration: enough for >= 4 loads in flight (p, g and the state read); two vectors
-    # of Adam's 4-5 arrays would need ~100 registers, a quarter of an SM's threads
+    # of Adam's 4-5 arrays would need more registers than MAX_REGISTERS
     vectors = 2 if 2 + sum(uses) < 4 else 1
 
-    @cuda.jit(**({} if simulator() else {"max_registers": MAX_REGISTERS}))
+    @cuda.jit(**({} if simulator() else {"max_registers": MAX_REGISTERS[dtype.name]}))
     def _optim_step_kernel(chunks, tensors, s0, s1, s2, host, partials, check, inv_scale, max_norm, status, parity,
                            ring):
         tid = cuda.threadIdx.x
