@@ -10,7 +10,7 @@ import functools
 from numba import cuda, int64
 
 from . import _registry
-from ._launch import Kernel, block_size
+from ._launch import Kernel
 
 MAX_NDIM = 4
 
@@ -73,6 +73,17 @@ def gather(x, out, stream):
 
 
 @functools.lru_cache(maxsize=None)
+def _cast(src, dst):
+    return Kernel(_gather_dispatcher(1), f"void({src}[::1], {dst}[::1])", "cast")
+
+
+def cast(x, out, stream):
+    """out <- x converted to out's dtype (both C-contiguous, the same size; DeviceArrays), on ``stream``."""
+    if out.size:
+        _cast(x.dtype.name, out.dtype.name).over(out.size, stream, x.flat(), out.flat())
+
+
+@functools.lru_cache(maxsize=None)
 def _fill_dispatcher():
     @cuda.jit
     def _fill_kernel(out, value):
@@ -97,6 +108,9 @@ def _register():
     for ndim in range(1, MAX_NDIM + 1):
         _registry.for_dtypes(f"gather{ndim}d", lambda dt, ndim=ndim: _gather_dispatcher(ndim),
                              lambda dt, ndim=ndim: _signature(ndim, dt))
+    for src, dst in (("float32", "float64"), ("float64", "float32")):
+        _registry.register(f"cast[{src}->{dst}]", lambda: _gather_dispatcher(1), f"void({src}[::1], {dst}[::1])",
+                           "float32", f64_accumulator=True)  # a conversion: the one f64 operation is the point
     _registry.for_dtypes("fill", lambda dt: _fill_dispatcher(), lambda dt: f"void({dt}[::1], {dt})")
 
 

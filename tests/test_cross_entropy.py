@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.losses.cross_entropy import cross_entropy, cross_entropy_backward, cross_entropy_with_grad, row_layout
+from gpunn import _rowwise
+from gpunn.losses.cross_entropy import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from helpers import assert_close, get, poisoned, put, assert_doctests_pass
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["none", "mean", "sum"]
 # (N, C): one row, one class, a warp minus one, odd, more classes than a simulator block (32), a block multiple
 SHAPES = [(1, 1), (1, 4), (31, 3), (7, 33), (5, 64), (3, 45)]
-DEVICE_SHAPES = [(1, 1), (31, 3), (7, 33), (3, 45)]
+DEVICE_SHAPES = [(1, 1), (31, 3), (7, 33), (3, 100)]  # the simulator: a warp per row to 64, a block to 256
 
 
 
@@ -331,15 +332,81 @@ def test_non_contiguous_host_out(rng):
     assert_close(out, ref_cross_entropy(x, t, **kw)[1], np.float64)
 
 
+# ---- K-d logits (classes on axis 1) and unbatched logits -------------------------------------------------------------
+def ref_rows(x, t, reduction, grad=None, **kw):
+    """The reference on logits of any accepted shape: rows x[n, :, i, ...] moved to the last axis (one row for (C,)
+    logits), the results moved back."""
+    prob = t.dtype.kind == "f"
+    if x.ndim == 1:
+        xr, tr, row_shape = x[None], (t[None] if prob else t.reshape(1)), ()
+    else:
+        xr = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+        tr = np.moveaxis(t, 1, -1).reshape(-1, x.shape[1]) if prob else t.reshape(-1)
+        row_shape = (x.shape[0],) + x.shape[2:]
+    g = grad.reshape(-1) if isinstance(grad, np.ndarray) and reduction == "none" else grad
+    loss, dx = ref_cross_entropy(xr, tr, reduction=reduction, grad=g, **kw)
+    dx = dx.reshape(row_shape + (xr.shape[1],))
+    return (loss.reshape(row_shape) if reduction == "none" else loss), (np.moveaxis(dx, -1, 1) if x.ndim > 1 else dx)
+
+
+KD_CASES = [((2, 5, 3), "int64", "all"), ((3, 4, 2, 5), "probs", "smooth"), ((2, 20, 7), "int32", "weight"),
+            ((4, 3, 1), "int64", "ignore"), ((0, 3, 2), "int64", "plain"), ((6,), "int64", "all"),
+            ((5,), "probs", "weight"), ((1,), "int32", "plain")]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, target, option", KD_CASES, ids=[str(c) for c in KD_CASES])
+def test_k_dimensional_and_unbatched_logits(mode, shape, target, option, reduction, rng):
+    """(N, C, d1, ..., dk) logits read in place with stride d1...dk (C = 20 is longer than a strided row held in
+    registers); (C,) logits with a 0-d class target or (C,) probabilities. Against the row-wise reference."""
+    dtype = np.float32 if len(shape) % 2 else np.float64
+    n_cols = shape[1] if len(shape) > 1 else shape[0]
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    row_shape = (shape[0],) + shape[2:] if len(shape) > 1 else ()
+    use_weight, use_ignore, eps = OPTIONS[option]
+    kw = dict(label_smoothing=eps)
+    if use_weight:
+        kw["weight"] = rng.uniform(0.2, 2.0, n_cols).astype(dtype)
+    if target == "probs":
+        t = rng.uniform(0.0, 1.0, shape).astype(dtype)
+    else:
+        t = rng.integers(0, n_cols, row_shape).astype(target)
+        if use_ignore:
+            kw["ignore_index"] = 1
+    grad = rng.standard_normal(row_shape).astype(dtype) if reduction == "none" else None
+    ref_loss, ref_dx = ref_rows(x, t, reduction, grad, **kw)
+    loss, dx, loss_f, dx_b = run_three(mode, x, t, kw, reduction, grad)
+    assert loss.shape == (row_shape if reduction == "none" else ()) and dx.shape == shape
+    assert_close(loss, ref_loss, dtype, what=f"{shape} loss")
+    assert_close(dx, ref_dx, dtype, what=f"{shape} dlogits")
+    assert np.array_equal(loss, loss_f, equal_nan=True) and np.array_equal(dx, dx_b, equal_nan=True)
+    xd = put(x.copy(), mode)  # in place: the gradient over its own logits
+    g = put(grad, mode) if grad is not None else None
+    cross_entropy_backward(xd, put(t, mode), reduction=reduction, grad=g, out=xd, **on(mode, kw))
+    assert_close(get(xd), ref_dx, dtype, what=f"{shape} in-place dlogits")
+
+
+def test_k_dimensional_errors_name_the_position(mode):
+    x = np.zeros((2, 3, 4), np.float32)
+    t = np.zeros((2, 4), np.int64)
+    t[1, 2] = 7
+    kw = {"validate": True} if mode == "device" else {}
+    with pytest.raises(ValueError, match=r"target\[1, 2\] = 7"):
+        cross_entropy(put(x, mode), put(t, mode), **kw)
+    t[1, 2] = 0
+    x[1, :, 3] = -np.inf
+    with pytest.raises(ValueError, match=r"logits row 7 \(logits\[1, :, 3\]\) is all -inf"):
+        cross_entropy(put(x, mode), put(t, mode), **kw)
+
+
 # ---- long rows: several chunks per row -------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_long_rows_several_chunks(mode, dtype, rng):
     """C = 3 chunks + 5 (several blocks per row on the device): the partial max/sum merge, with the row max in the
     last chunk, a first chunk of -inf only, and smoothing/weights (the shifted coefficient sums)."""
-    block = gpunn._launch.block_size()
-    group, chunk, n_chunks = row_layout(10**9, block)
+    chunk = _rowwise.chunk_length()
     n_cols = 3 * chunk + 5
-    assert row_layout(n_cols, block)[2] == 4
+    assert _rowwise.plan(_rowwise.Layout(3, n_cols, 1), dtype).kind == "chunks"
     x = rng.standard_normal((3, n_cols)).astype(dtype)
     x[0, -1] = 30.0  # the max in the last (partial) chunk
     x[1, :chunk] = -np.inf  # a chunk with nothing in it
@@ -355,12 +422,16 @@ def test_long_rows_several_chunks(mode, dtype, rng):
     check_against_reference(mode, x, probs, dict(weight=kw["weight"]), "sum", what="long rows, probabilities")
 
 
-def test_row_layout():
-    assert row_layout(1, 256, 16) == (1, 1, 1)
-    assert row_layout(5, 256, 16) == (8, 5, 1)
-    assert row_layout(256, 256, 16) == (256, 256, 1)
-    assert row_layout(257, 256, 16) == (256, 4096, 1)
-    assert row_layout(262_144, 256, 16) == (256, 4096, 64)
+def test_plans_cover_every_path():
+    """The row lengths the tests use reach every kernel: in the simulator a warp per row up to 64 classes, a block
+    per row up to 256, chunks beyond; rows along another axis (K-d) take the strided kernel."""
+    kinds = {n: _rowwise.plan(_rowwise.Layout(4, n, 1), np.float32) for n in (1, 33, 64, 65, 256, 257)}
+    if gpunn._runtime.simulator():
+        assert [(p.kind, p.group) for p in kinds.values()] == [("rows", 32), ("rows", 32), ("rows", 32),
+                                                               ("rows", 64), ("rows", 64), ("chunks", 0)]
+    assert _rowwise.plan(_rowwise.Layout(2, 5, 3), np.float32).kind == "columns"
+    assert _rowwise.plan(_rowwise.Layout(1, 10**6, 1), np.float64).kind == "chunks"
+    assert _rowwise.layout((2, 5, 3, 4), 1) == (2, 5, 12) and _rowwise.layout((7,), 0) == (1, 7, 1)
 
 
 # ---- determinism -----------------------------------------------------------------------------------------------------
@@ -458,7 +529,9 @@ def test_bad_arguments_name_the_argument(mode, rng):
     w = put(np.ones(3, np.float32), mode)
     probs = put(np.full((4, 3), 1 / 3, np.float32), mode)
     cases = [
-        (ValueError, "logits", lambda: cross_entropy(put(np.zeros(3, np.float32), mode), t)),
+        (ValueError, "logits", lambda: cross_entropy(put(np.zeros((), np.float32), mode), t)),
+        (ValueError, r"target .*shape \(\)", lambda: cross_entropy(put(np.zeros(3, np.float32), mode), t)),
+        (ValueError, r"target .*shape \(4, 2\)", lambda: cross_entropy(put(np.zeros((4, 3, 2), np.float32), mode), t)),
         (ValueError, "at least one class", lambda: cross_entropy(put(np.zeros((4, 0), np.float32), mode), t)),
         (ValueError, "target", lambda: cross_entropy(x, put(np.array([0, 1, 2]), mode))),
         (ValueError, "target", lambda: cross_entropy(x, put(np.zeros((4, 2), np.float32), mode))),
@@ -499,11 +572,11 @@ def test_kernels_registered():
 
     names = {k.name for k in _registry.KERNELS}
     for dt in ("float32", "float64"):
-        for key in ("rows_sum", "backward"):
-            for tname in ("int32", "int64", "probs"):
-                assert f"cross_entropy_{key}[{tname}][{dt}]" in names
-        assert f"cross_entropy_stats[index][{dt}]" in names and f"cross_entropy_stats[probs][{dt}]" in names
-    assert "cross_entropy_total_sum[float32]" in names
+        for op in ("cross_entropy[int64]", "cross_entropy_with_grad[int64]", "cross_entropy_with_grad[int64,smooth]",
+                   "cross_entropy_with_grad[probs]"):
+            for part in ("rows[warp]", "rows[block]", "chunk_stats", "chunk_emit", "columns"):
+                assert f"{op}_{part}[{dt}]" in names
+        assert f"rows_total_sum[{dt}]" in names and f"class_weight_sum[{dt}]" in names
     assert "lse" in importlib.import_module("gpunn.losses.cross_entropy").__doc__
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import _arrays, _registry, _runtime
+from gpunn import _arrays, _registry
 from helpers import SHAPES, assert_close, get, poisoned, put
 
 DTYPES = [np.float32, np.float64]

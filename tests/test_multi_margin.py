@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.losses.cross_entropy import row_layout
+from gpunn import _rowwise
 from gpunn.losses.multi_margin import multi_margin_loss, multi_margin_loss_backward, multi_margin_loss_with_grad
 from helpers import assert_close, get, poisoned, put, assert_doctests_pass
 
@@ -165,8 +165,7 @@ def test_out_and_in_place(mode, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_long_rows_several_chunks(mode, dtype, rng):
-    block = gpunn._launch.block_size()
-    chunk = row_layout(10**9, block)[1]
+    chunk = _rowwise.chunk_length()
     n_cols = 3 * chunk + 5
     x, t, w = make_case(rng, (3, n_cols), dtype, weighted=True)
     x *= 0.02  # most hinge terms active
@@ -206,7 +205,8 @@ def test_bad_arguments_name_the_argument(mode, rng):
     x = put(rng.standard_normal((4, 3)).astype(np.float32), mode)
     t = put(np.array([0, 1, 2, 0]), mode)
     cases = [
-        (ValueError, "logits", lambda: multi_margin_loss(put(np.zeros(3, np.float32), mode), t)),
+        (ValueError, "logits", lambda: multi_margin_loss(put(np.zeros((4, 3, 2), np.float32), mode), t)),
+        (ValueError, r"target .*shape \(\)", lambda: multi_margin_loss(put(np.zeros(3, np.float32), mode), t)),
         (ValueError, "target", lambda: multi_margin_loss(x, put(np.array([0, 1]), mode))),
         (TypeError, "target", lambda: multi_margin_loss(x, put(np.zeros(4, np.float32), mode))),
         (ValueError, "p must be 1 or 2", lambda: multi_margin_loss(x, t, p=3)),
@@ -233,10 +233,10 @@ def test_kernels_registered():
     from gpunn import _registry
 
     names = {k.name for k in _registry.KERNELS}
-    for key in ("stats", "rows_sum", "backward", "target"):
-        for idx in ("int32", "int64"):
+    for op in ("multi_margin", "multi_margin_with_grad"):
+        for part in ("rows[warp]", "rows[block]", "chunk_stats", "chunk_emit", "columns"):
             for dt in ("float32", "float64"):
-                assert f"multi_margin_{key}[{idx}][{dt}]" in names
+                assert f"{op}_{part}[{dt}]" in names
     assert "max(0, h)" in importlib.import_module("gpunn.losses.multi_margin").__doc__
 
 

@@ -345,7 +345,8 @@ def test_every_kernel_is_registered_for_both_dtypes():
 
     names = {k.name: k for k in _registry.KERNELS if "softmax" in k.name}
     for op in OPS:
-        for part in ("forward_rows", "forward_cols", "backward_rows", "backward_cols"):
-            for dt in ("float32", "float64"):
-                spec = names[f"{op}_{part}[{dt}]"]
-                assert spec.signature.startswith(f"void({dt}[::1], ") and spec.f64_accumulator
+        for direction in ("", "_backward"):
+            for part in ("rows[warp]", "rows[block]", "chunk_stats", "chunk_emit", "columns"):
+                for dt in ("float32", "float64"):
+                    spec = names[f"{op}{direction}_{part}[{dt}]"]
+                    assert spec.signature.startswith(f"void({dt}[::1], ")

@@ -455,11 +455,7 @@ def test_legacy_size_average_and_reduce_as_torch(rng):
     close(got, torch.softmax(x, 1), "implicit dim")
 
 
-# ---- the shapes the core does not take yet (issue 12 part 5, on main) ------------------------------------------------
-CORE_PENDING = pytest.mark.xfail(strict=True, reason="core K-d/unbatched/dtype support lands on main")
-
-
-@CORE_PENDING
+# ---- K-d and unbatched losses, softmax's dtype= ---------------------------------------------------------------------
 @pytest.mark.parametrize("spatial", [(3,), (2, 3)], ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_k_dimensional(spatial, reduction, rng):
@@ -470,7 +466,6 @@ def test_cross_entropy_k_dimensional(spatial, reduction, rng):
                          torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=0.1), [x, t], rng, "K-d CE")
 
 
-@CORE_PENDING
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_unbatched(reduction, rng):
     x = tensor(rng, (6,), torch.float64, requires_grad=True)
@@ -479,7 +474,6 @@ def test_cross_entropy_unbatched(reduction, rng):
                          [x, t], rng, "unbatched CE")
 
 
-@CORE_PENDING
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_multi_margin_unbatched(reduction, rng):
     x = tensor(rng, (6,), torch.float64, requires_grad=True)
@@ -488,7 +482,6 @@ def test_multi_margin_unbatched(reduction, rng):
                          [x, t], rng, "unbatched multi margin")
 
 
-@CORE_PENDING
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_softmax_dtype_argument(fn, rng):
     x = tensor(rng, (4, 9), torch.float32, requires_grad=True)

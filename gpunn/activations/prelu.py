@@ -25,7 +25,7 @@ from numba import cuda, float64, int64, njit, prange
 from .. import _copy, _cpu, _reduce
 from .._args import Args
 from .._arrays import overlap
-from .._launch import Kernel, block_size, typed_view, workspace
+from .._launch import Kernel, typed_view, workspace
 from .._runtime import simulator
 
 _CHUNK = 4096  # elements per CPU task (a row of (outer, C, inner) is split into chunks of this many)

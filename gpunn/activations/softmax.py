@@ -13,19 +13,19 @@ finite because only ``x - m <= 0`` is exponentiated.
 
 Layout: the input is made C-contiguous and seen as ``(outer, n, inner)``, ``n`` the length of the axis.
 
-* Device, ``inner == 1`` and ``n >= 32`` (last axis, the common case): one block per row (grid-stride over rows),
-  threads stride over the row (rows may be 262,144 long) keeping an online ``(max, sum)`` pair -- a new maximum
-  rescales the sum by ``exp(old - new)`` -- so ``x`` is read once for the statistics and once for the output; the
-  pairs meet in a shared-memory tree (fixed order, deterministic).
-* Device otherwise: one thread per ``(outer, inner)`` column looping over ``n`` (coalesced across ``inner``).
+* Device: the row kernels of gpunn/_rowwise.py, with the row state ``(max, sum, 0, 0)`` kept online (a new maximum
+  rescales the sum by ``exp(old - new)``): a warp per row up to 256 elements, a block per row up to
+  ``_rowwise.MAX_ROW``, the row held in registers between its statistics and its output (x read once, y written
+  once), longer rows in chunks over several blocks, rows along another axis a thread each (coalesced across
+  ``inner``). Sums are in the data's dtype, in a fixed order (the same bits every run).
 * CPU: ``prange`` over rows (or over tiles of columns): a max pass, an exp-and-sum pass, an output pass, all written
   to vectorise (``exp`` is a branch-free polynomial that LLVM vectorises; libm's is a scalar call): float32 uses
   gpunn/activations/_vecmath.py's ``exp_neg`` (within 2 ulp) for ``exp(x - m)`` and its ``exp`` in log_softmax's
   backward, float64 the module's own (under 1 ulp). Row sums are float64 loops compiled with ``reassoc`` (vector
   lanes in an order fixed by the compiled code: the same bits every run, for any thread count).
 
-Sums (``s``, ``sum(dy * y)``, ``sum(dy)``) accumulate in float64 on every path, also for float32 data (the kernels
-are registered with ``f64_accumulator=True``); every other operation stays in the data's dtype.
+``dtype=`` (softmax and log_softmax, as PyTorch's): the result's dtype, float32 or float64; the input is cast into
+the result first and the op runs there in place.
 """
 
 import functools
@@ -33,18 +33,15 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import cuda, float64, from_dtype, int64, njit, prange, types
+from numba import float64, from_dtype, njit, prange, types
 from numba.extending import intrinsic
 
-from .. import _cpu, _registry
-from .._elementwise import typed
+from .. import _copy, _cpu, _rowwise
 from .._args import Args
-from .._launch import Kernel, block_size
+from .._arrays import dtype_of
+from .._elementwise import typed
 from . import _vecmath
 
-# The device path uses one block per row when the axis is last and at least this long; shorter rows (fewer elements
-# than a warp) go one thread per row, where a block per row would leave most of its threads idle.
-ROW_KERNEL_MIN_N = 32
 # CPU: rows per parallel work item, columns per tile when the axis is not last.
 _CPU_ROWS = 16
 _CPU_TILE = 512
@@ -53,34 +50,17 @@ _CPU_TILE = 512
 # ---- scalar math (one definition, called by the CUDA kernels, and by the CPU loops where it fits) --------------------
 @functools.lru_cache(maxsize=None)
 def _math(dtype):
-    """The shared pieces: the online (max, sum) update and merge, and per op: ``finish(m, s) -> c`` (the row
-    constant), ``value(x, m, c) -> y``, ``term(dy, y) -> float64`` (what the backward sums) and
-    ``grad(dy, y, g) -> dx``."""
+    """Per op: ``finish(m, s) -> c`` (the row constant, from the max and the sum of exp(x - m), of any float type),
+    ``value(x, m, c) -> y`` and ``grad(dy, y, g) -> dx`` (``g`` what the backward sums: sum(dy y) or sum(dy))."""
     to = from_dtype(np.dtype(dtype))
-    neg_inf, pos_inf, nan = typed(dtype, -math.inf, math.inf, math.nan)
-
-    @njit(inline="always", error_model="numpy")
-    def online(m, s, v):
-        # (m, s) -> the max and the float64 sum of exp(x - max) with one more element v
-        if v > m:
-            return v, s * float64(math.exp(m - v)) + 1.0  # rescale the old sum to the new max (exp(-inf) = 0)
-        if v == neg_inf:
-            return m, s  # exp(-inf - m) = 0, also while m is still -inf
-        return m, s + float64(math.exp(v - m))  # NaN propagates through s
-
-    @njit(inline="always", error_model="numpy")
-    def merge(m1, s1, m2, s2):
-        m = m1 if m1 >= m2 else m2
-        if m == neg_inf:
-            return m, s1 + s2  # both parts empty so far (0, or NaN which must propagate)
-        return m, s1 * float64(math.exp(m1 - m)) + s2 * float64(math.exp(m2 - m))
+    one, pos_inf, nan = typed(dtype, 1.0, math.inf, math.nan)
 
     @njit(inline="always", error_model="numpy")
     def softmax_finish(m, s):
         # c = 1 / s; NaN for a row of all -inf (s = 0), with +inf (m = inf) or NaN (s = NaN), as PyTorch gives
-        if m == pos_inf or not s > 0.0:
+        if m == pos_inf or not s > 0:
             return nan
-        return to(1.0 / s)
+        return to(one / s)
 
     @njit(inline="always", error_model="numpy")
     def softmax_value(x, m, c):
@@ -89,7 +69,7 @@ def _math(dtype):
     @njit(inline="always", error_model="numpy")
     def log_softmax_finish(m, s):
         # c = log(s), with the same NaN rows as softmax
-        if m == pos_inf or not s > 0.0:
+        if m == pos_inf or not s > 0:
             return nan
         return to(math.log(s))
 
@@ -98,26 +78,78 @@ def _math(dtype):
         return (x - m) - c  # y = x - m - log(s)
 
     @njit(inline="always", error_model="numpy")
-    def softmax_term(dy, y):
-        return float64(dy) * float64(y)  # summed: g = sum(dy * y)
-
-    @njit(inline="always", error_model="numpy")
     def softmax_grad(dy, y, g):
         return y * (dy - g)  # dx = y * (dy - sum(dy * y))
-
-    @njit(inline="always", error_model="numpy")
-    def log_softmax_term(dy, y):
-        return float64(dy)  # summed: g = sum(dy)
 
     @njit(inline="always", error_model="numpy")
     def log_softmax_grad(dy, y, g):
         return dy - math.exp(y) * g  # dx = dy - exp(y) * sum(dy)
 
-    return {
-        "online": online, "merge": merge, "to": to, "neg_inf": neg_inf,
-        "softmax": (softmax_finish, softmax_value, softmax_term, softmax_grad),
-        "log_softmax": (log_softmax_finish, log_softmax_value, log_softmax_term, log_softmax_grad),
-    }
+    return {"to": to, "softmax": (softmax_finish, softmax_value, softmax_grad),
+            "log_softmax": (log_softmax_finish, log_softmax_value, log_softmax_grad)}
+
+
+@functools.lru_cache(maxsize=None)
+def _row_math(op, backward, dtype) -> _rowwise.RowMath:
+    """The device kernels' math (gpunn/_rowwise.py), all in the data's dtype. Forward: the row state is an online
+    ``(max, sum of exp(x - max))`` (a new maximum rescales the sum by ``exp(old - new)``); backward (``a`` = dy,
+    ``b`` = y): the sum of ``dy * y`` (softmax) or of ``dy`` (log_softmax)."""
+    finish_c, value, grad = _math(dtype)[op]
+    zero, one, neg_inf = typed(dtype, 0.0, 1.0, -math.inf)
+    log = op == "log_softmax"
+
+    if backward:
+        @njit(inline="always", error_model="numpy")
+        def init(k):
+            return zero, zero, zero, zero
+
+        @njit(inline="always", error_model="numpy")
+        def push(st, a, b, w, c, pre, k):
+            return st[0] + (a if log else a * b), zero, zero, zero
+
+        @njit(inline="always", error_model="numpy")
+        def merge(s1, s2):
+            return s1[0] + s2[0], zero, zero, zero
+
+        @njit(inline="always", error_model="numpy")
+        def finish(st, pre, k, gn):
+            return (st[0], zero), zero, zero, False
+
+        @njit(inline="always", error_model="numpy")
+        def emit(a, b, w, c, pre, consts, k):
+            return grad(a, b, consts[0])
+
+        return _rowwise.RowMath(init, push, merge, finish, emit, two_inputs=True)
+
+    @njit(inline="always", error_model="numpy")
+    def init(k):
+        return neg_inf, zero, zero, zero
+
+    @njit(inline="always", error_model="numpy")
+    def push(st, a, b, w, c, pre, k):
+        m, s = st[0], st[1]
+        if a > m:
+            return a, s * math.exp(m - a) + one, zero, zero  # rescale the old sum to the new max (exp(-inf) = 0)
+        if a == neg_inf:
+            return m, s, zero, zero  # exp(-inf - m) = 0, also while m is still -inf
+        return m, s + math.exp(a - m), zero, zero  # NaN propagates through s
+
+    @njit(inline="always", error_model="numpy")
+    def merge(s1, s2):
+        m = s1[0] if s1[0] >= s2[0] else s2[0]
+        if m == neg_inf:
+            return m, s1[1] + s2[1], zero, zero  # both parts empty so far (0, or NaN which must propagate)
+        return m, s1[1] * math.exp(s1[0] - m) + s2[1] * math.exp(s2[0] - m), zero, zero
+
+    @njit(inline="always", error_model="numpy")
+    def finish(st, pre, k, gn):
+        return (st[0], finish_c(st[0], st[1])), zero, zero, False
+
+    @njit(inline="always", error_model="numpy")
+    def emit(a, b, w, c, pre, consts, k):
+        return value(a, consts[0], consts[1])
+
+    return _rowwise.RowMath(init, push, merge, finish, emit)
 
 
 @intrinsic
@@ -198,151 +230,6 @@ def _cpu_exp_neg(dtype):
     return _vecmath.exp_neg if np.dtype(dtype) == np.float32 else _cpu_exp(dtype)
 
 
-# ---- CUDA kernels ----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _forward_rows_kernel(dtype, block, op):
-    """One block per row of a C-contiguous (rows, n) array; online (max, sum) per thread, then a shared tree."""
-    mth = _math(dtype)
-    online, merge, neg_inf, nbtype = mth["online"], mth["merge"], mth["neg_inf"], mth["to"]
-    finish, value = mth[op][:2]
-
-    @cuda.jit
-    def _softmax_forward_rows_kernel(x, rows, n, out):
-        mbuf = cuda.shared.array(block, nbtype)
-        sbuf = cuda.shared.array(block, float64)
-        t = cuda.threadIdx.x
-        for row in range(int64(cuda.blockIdx.x), rows, int64(cuda.gridDim.x)):
-            base = row * n
-            m = neg_inf
-            s = float64(0.0)
-            for j in range(int64(t), n, block):
-                m, s = online(m, s, x[base + j])
-            mbuf[t] = m
-            sbuf[t] = s
-            cuda.syncthreads()
-            step = block // 2
-            while step > 0:
-                if t < step:
-                    mbuf[t], sbuf[t] = merge(mbuf[t], sbuf[t], mbuf[t + step], sbuf[t + step])
-                cuda.syncthreads()
-                step //= 2
-            m = mbuf[0]
-            c = finish(m, sbuf[0])
-            cuda.syncthreads()  # every thread has read the row's result before the buffers are reused
-            for j in range(int64(t), n, block):
-                out[base + j] = value(x[base + j], m, c)
-
-    return _softmax_forward_rows_kernel
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_cols_kernel(dtype, op):
-    """One thread per (outer, inner) column of a C-contiguous (outer, n, inner) array, looping over n."""
-    mth = _math(dtype)
-    online, neg_inf = mth["online"], mth["neg_inf"]
-    finish, value = mth[op][:2]
-
-    @cuda.jit
-    def _softmax_forward_cols_kernel(x, outer, n, inner, out):
-        for col in range(int64(cuda.grid(1)), outer * inner, int64(cuda.gridsize(1))):
-            o = col // inner
-            base = o * n * inner + (col - o * inner)
-            m = neg_inf
-            s = float64(0.0)
-            for k in range(n):
-                m, s = online(m, s, x[base + k * inner])
-            c = finish(m, s)
-            for k in range(n):
-                out[base + k * inner] = value(x[base + k * inner], m, c)
-
-    return _softmax_forward_cols_kernel
-
-
-@functools.lru_cache(maxsize=None)
-def _backward_rows_kernel(dtype, block, op):
-    """One block per row: g = sum(term(dy, y)) in float64 through a shared tree, then dx = grad(dy, y, g)."""
-    mth = _math(dtype)
-    to = mth["to"]
-    term, grad = mth[op][2:]
-
-    @cuda.jit
-    def _softmax_backward_rows_kernel(dy, y, rows, n, out):
-        buf = cuda.shared.array(block, float64)
-        t = cuda.threadIdx.x
-        for row in range(int64(cuda.blockIdx.x), rows, int64(cuda.gridDim.x)):
-            base = row * n
-            acc = float64(0.0)
-            for j in range(int64(t), n, block):
-                acc += term(dy[base + j], y[base + j])
-            buf[t] = acc
-            cuda.syncthreads()
-            step = block // 2
-            while step > 0:
-                if t < step:
-                    buf[t] += buf[t + step]
-                cuda.syncthreads()
-                step //= 2
-            g = to(buf[0])
-            cuda.syncthreads()
-            for j in range(int64(t), n, block):
-                out[base + j] = grad(dy[base + j], y[base + j], g)
-
-    return _softmax_backward_rows_kernel
-
-
-@functools.lru_cache(maxsize=None)
-def _backward_cols_kernel(dtype, op):
-    mth = _math(dtype)
-    to = mth["to"]
-    term, grad = mth[op][2:]
-
-    @cuda.jit
-    def _softmax_backward_cols_kernel(dy, y, outer, n, inner, out):
-        for col in range(int64(cuda.grid(1)), outer * inner, int64(cuda.gridsize(1))):
-            o = col // inner
-            base = o * n * inner + (col - o * inner)
-            acc = float64(0.0)
-            for k in range(n):
-                acc += term(dy[base + k * inner], y[base + k * inner])
-            g = to(acc)
-            for k in range(n):
-                out[base + k * inner] = grad(dy[base + k * inner], y[base + k * inner], g)
-
-    return _softmax_backward_cols_kernel
-
-
-_ROWS_FORWARD_SIG = "void({0}[::1], int64, int64, {0}[::1])"
-_COLS_FORWARD_SIG = "void({0}[::1], int64, int64, int64, {0}[::1])"
-_ROWS_BACKWARD_SIG = "void({0}[::1], {0}[::1], int64, int64, {0}[::1])"
-_COLS_BACKWARD_SIG = "void({0}[::1], {0}[::1], int64, int64, int64, {0}[::1])"
-
-
-@functools.lru_cache(maxsize=None)
-def _kernel(direction, layout, op, dtype, block):
-    """The Kernel of softmax/log_softmax (``op``), 'forward'/'backward', 'rows'/'cols' layout."""
-    name = np.dtype(dtype).name
-    if direction == "forward":
-        if layout == "rows":
-            return Kernel(_forward_rows_kernel(dtype, block, op), _ROWS_FORWARD_SIG.format(name), f"{op}_forward_rows")
-        return Kernel(_forward_cols_kernel(dtype, op), _COLS_FORWARD_SIG.format(name), f"{op}_forward_cols")
-    if layout == "rows":
-        return Kernel(_backward_rows_kernel(dtype, block, op), _ROWS_BACKWARD_SIG.format(name), f"{op}_backward_rows")
-    return Kernel(_backward_cols_kernel(dtype, op), _COLS_BACKWARD_SIG.format(name), f"{op}_backward_cols")
-
-
-def _launch(direction, op, dtype, stream, arrays, outer, n, inner, out):
-    """One block per row for the last axis (rows of at least a warp), else one thread per column."""
-    block = block_size()
-    if inner == 1 and n >= ROW_KERNEL_MIN_N:
-        kernel = _kernel(direction, "rows", op, dtype, block)
-        # a block per row, up to one wave of the GPU; grid-stride over the rest
-        kernel.over(outer * block, stream, *arrays, np.int64(outer), np.int64(n), out)
-    else:
-        kernel = _kernel(direction, "cols", op, dtype, None)
-        kernel.over(outer * inner, stream, *arrays, np.int64(outer), np.int64(n),
-               np.int64(inner), out)
-
-
 # ---- CPU path --------------------------------------------------------------------------------------------------------
 # The loops index 2-D (rows, n) views and contiguous 1-D slices with loop counters that start at 0: LLVM then knows
 # every index is non-negative, drops Numba's negative-index wraparound and vectorises (flat ``x[base + j]`` indexing
@@ -411,7 +298,7 @@ def _cpu_forward(dtype):
     seconds); the ``log`` test is loop-invariant."""
     mth = _math(dtype)
     softmax_finish, log_softmax_finish = mth["softmax"][0], mth["log_softmax"][0]
-    neg_inf = mth["neg_inf"]
+    neg_inf = typed(dtype, -math.inf)[0]
     exp = _cpu_exp_neg(dtype)
     row_max, row_sum, _ = _cpu_row_tools(dtype)
     rows_per, tile = _CPU_ROWS, _CPU_TILE
@@ -478,16 +365,14 @@ def _cpu_backward(dtype):
     """``backward(dy, y, log, out)``: the gradient of softmax (``log`` False) or log_softmax, (outer, n, inner)
     C-contiguous arrays, along axis 1."""
     mth = _math(dtype)
-    to = mth["to"]
-    softmax_term, softmax_grad = mth["softmax"][2:]
-    log_softmax_term = mth["log_softmax"][2]
+    to, softmax_grad = mth["to"], mth["softmax"][2]
     exp = _vecmath.exp if np.dtype(dtype) == np.float32 else _cpu_exp(dtype)  # y may be anything: full range
     _, row_sum, row_dot = _cpu_row_tools(dtype)
     rows_per, tile = _CPU_ROWS, _CPU_TILE
 
     @njit(error_model="numpy")
     def term(dy, y, log):
-        return log_softmax_term(dy, y) if log else softmax_term(dy, y)
+        return float64(dy) if log else float64(dy) * float64(y)  # summed in float64: sum(dy) or sum(dy * y)
 
     @njit(error_model="numpy")
     def grad(dy, y, g, log):
@@ -534,56 +419,65 @@ def _cpu_backward(dtype):
 
 
 # ---- public functions ------------------------------------------------------------------------------------------------
-def _axis_split(name, shape, axis):
-    """(outer, n, inner) for ``axis`` of ``shape``; ValueError/TypeError naming ``axis`` if it is not valid.
-    A 0-d array is treated as shape (1,), with axis 0 or -1 (as PyTorch does)."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
-    shape = tuple(int(d) for d in shape) or (1,)
-    ndim = len(shape)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for {name} with {ndim} dimension{'s' if ndim > 1 else ''} "
-                         f"(expected -{ndim} <= axis < {ndim})")
-    axis = int(axis) % ndim
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
-    return outer, shape[axis], inner
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _forward(op, x, axis, out, stream=None):
+def _result_dtype(dtype, x):
+    """The dtype of softmax(x, dtype=dtype): ``dtype`` if given (a TypeError naming it if not a float dtype gpunn
+    computes in), else x's."""
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(getattr(dtype, "name", None) if type(dtype).__module__.startswith("torch") else dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return None if dt == dtype_of(x) else dt
+
+
+def _forward(op, x, axis, out, stream, dtype):
     args = Args(stream=stream, x=x)
-    outer, n, inner = _axis_split("x", x.shape, axis)
-    out = args.output("out", out, x.shape)
-    if outer * n * inner:
-        xf, of = args.flat("x"), args.flat("out")
+    lay = _rowwise.layout(x.shape, axis, "x")
+    cast_to = _result_dtype(dtype, x)
+    out = args.output("out", out, x.shape, dtype=cast_to)
+    if lay.outer * lay.n * lay.inner:
+        src, of = args.flat("x"), args.flat("out")
+        if cast_to is not None:  # compute in the requested dtype: convert into out, then work there in place
+            if args.device:
+                _copy.cast(src, of, args.stream)
+            else:
+                of[...] = src
+            src = of
         if args.device:
-            _launch("forward", op, args.dtype, args.stream, (xf,), outer, n, inner, of)
+            _rowwise.run(_row_math(op, False, of.dtype), op, lay, args.stream, args.array("x"), a=src, out=of)
         else:
-            shape = (outer, n, inner)
-            _cpu.run(_cpu_forward(args.dtype), "rows", xf.size, xf.reshape(shape), op == "log_softmax",
+            shape = tuple(lay)
+            _cpu.run(_cpu_forward(of.dtype), "rows", of.size, src.reshape(shape), op == "log_softmax",
                      of.reshape(shape))
     args.finish()
     return out
 
 
-def _backward(op, dy, y, axis, out, stream=None):
+def _backward(op, dy, y, axis, out, stream):
     args = Args(stream=stream, dy=dy, y=y)
     args.same_shape("dy", "y")
-    outer, n, inner = _axis_split("y", y.shape, axis)
+    lay = _rowwise.layout(y.shape, axis, "y")
     out = args.output("out", out, y.shape)
-    if outer * n * inner:
+    if lay.outer * lay.n * lay.inner:
         dyf, yf, of = args.flat("dy"), args.flat("y"), args.flat("out")
         if args.device:
-            _launch("backward", op, args.dtype, args.stream, (dyf, yf), outer, n, inner, of)
+            _rowwise.run(_row_math(op, True, args.dtype), op + "_backward", lay, args.stream, args.array("y"),
+                         a=dyf, b=yf, out=of)
         else:
-            shape = (outer, n, inner)
+            shape = tuple(lay)
             _cpu.run(_cpu_backward(args.dtype), "rows", yf.size, dyf.reshape(shape), yf.reshape(shape),
                      op == "log_softmax", of.reshape(shape))
     args.finish()
     return out
 
 
-def softmax(x, axis=-1, *, out=None, stream=None):
+def softmax(x, axis=-1, *, dtype=None, out=None, stream=None):
     r"""Softmax along ``axis``.
 
     .. math:: y_i = \frac{\exp(x_i - \max_j x_j)}{\sum_k \exp(x_k - \max_j x_j)}
@@ -592,12 +486,14 @@ def softmax(x, axis=-1, *, out=None, stream=None):
         x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba); may be
             non-contiguous.
         axis: the axis to normalise over (negative counts from the end).
-        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        dtype: compute and return in this dtype (float32 or float64; ``x`` is converted first, as PyTorch's
+            ``dtype=``); default: ``x``'s dtype.
+        out: optional preallocated result of ``x``'s shape and the result's dtype; may be ``x`` itself (in place).
         stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
-        ``y``, an array of the same kind, shape and dtype as ``x``. A slice along ``axis`` that is all -inf, or holds
-        +inf or NaN, gives NaN (as PyTorch).
+        ``y``, an array of the same kind and shape as ``x``, of ``dtype`` (default ``x``'s). A slice along ``axis``
+        that is all -inf, or holds +inf or NaN, gives NaN (as PyTorch).
 
     Example:
         >>> import numpy as np, gpunn
@@ -605,7 +501,7 @@ def softmax(x, axis=-1, *, out=None, stream=None):
         array([[0.25      , 0.25      , 0.25      , 0.25      ],
                [0.0320586 , 0.08714432, 0.23688284, 0.6439143 ]], dtype=float32)
     """
-    return _forward("softmax", x, axis, out, stream)
+    return _forward("softmax", x, axis, out, stream, dtype)
 
 
 def softmax_backward(dy, y, axis=-1, *, out=None, stream=None):
@@ -631,7 +527,7 @@ def softmax_backward(dy, y, axis=-1, *, out=None, stream=None):
     return _backward("softmax", dy, y, axis, out, stream)
 
 
-def log_softmax(x, axis=-1, *, out=None, stream=None):
+def log_softmax(x, axis=-1, *, dtype=None, out=None, stream=None):
     r"""Log-softmax along ``axis``.
 
     .. math:: y_i = x_i - \max_j x_j - \log \sum_k \exp(x_k - \max_j x_j)
@@ -639,19 +535,21 @@ def log_softmax(x, axis=-1, *, out=None, stream=None):
     Args:
         x: float32 or float64 array of any shape (NumPy, or a device array); may be non-contiguous.
         axis: the axis to normalise over (negative counts from the end).
-        out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
+        dtype: compute and return in this dtype (float32 or float64; ``x`` is converted first, as PyTorch's
+            ``dtype=``); default: ``x``'s dtype.
+        out: optional preallocated result of ``x``'s shape and the result's dtype; may be ``x`` itself (in place).
         stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 
     Returns:
-        ``y``, same kind, shape and dtype as ``x``; -inf where ``x`` is -inf in an otherwise finite slice, NaN for a
-        slice that is all -inf or holds +inf or NaN (as PyTorch).
+        ``y``, same kind and shape as ``x``, of ``dtype`` (default ``x``'s); -inf where ``x`` is -inf in an otherwise
+        finite slice, NaN for a slice that is all -inf or holds +inf or NaN (as PyTorch).
 
     Example:
         >>> import numpy as np, gpunn
         >>> gpunn.log_softmax(np.array([0.0, 0.0], np.float64))
         array([-0.69314718, -0.69314718])
     """
-    return _forward("log_softmax", x, axis, out, stream)
+    return _forward("log_softmax", x, axis, out, stream, dtype)
 
 
 def log_softmax_backward(dy, y, axis=-1, *, out=None, stream=None):
@@ -678,16 +576,9 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None, stream=None):
 
 
 def _register():
-    block = 256  # the GPU block size (block_size() outside the simulator)
     for op in ("softmax", "log_softmax"):
-        _registry.for_dtypes(f"{op}_forward_rows", lambda dt, op=op: _forward_rows_kernel(dt, block, op),
-                             _ROWS_FORWARD_SIG.format, f64_accumulator=True)
-        _registry.for_dtypes(f"{op}_forward_cols", lambda dt, op=op: _forward_cols_kernel(dt, op),
-                             _COLS_FORWARD_SIG.format, f64_accumulator=True)
-        _registry.for_dtypes(f"{op}_backward_rows", lambda dt, op=op: _backward_rows_kernel(dt, block, op),
-                             _ROWS_BACKWARD_SIG.format, f64_accumulator=True)
-        _registry.for_dtypes(f"{op}_backward_cols", lambda dt, op=op: _backward_cols_kernel(dt, op),
-                             _COLS_BACKWARD_SIG.format, f64_accumulator=True)
+        _rowwise.register(op, lambda dt, op=op: _row_math(op, False, dt))
+        _rowwise.register(f"{op}_backward", lambda dt, op=op: _row_math(op, True, dt))
 
 
 _register()

@@ -25,7 +25,7 @@ from numba import cuda, float64, int64
 from .. import _registry
 from .._elementwise import typed
 from .._arrays import device_array, to_host
-from .._launch import Kernel, block_size, current_stream
+from .._launch import Kernel, current_stream
 
 
 # ---- CUDA kernels ----------------------------------------------------------------------------------------------------
