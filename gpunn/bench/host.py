@@ -277,3 +277,43 @@ def table(results) -> str:
         lines.append(f"| {r['op']} | {r['us_per_call']:.1f} | {r['bare_numba_us']:.1f} | {r['ratio']:.2f}x | "
                      f"{r['launches']} | {r['allocations']} | {r['h2d']} | {r['d2h']} | {r['syncs']} |")
     return "\n".join(lines)
+
+
+def run_child(quick=False, only=None, output=None) -> int:
+    """``gpunn bench --host``: measure in a child process with the simulator off (the stub replaces the real CUDA
+    target's driver calls, which the simulator would replace with its own), print the table, and write
+    ``host.json``/``host.md`` under ``output`` when given."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "gpunn.bench.host"] + (["--quick"] if quick else []) + \
+        (["--only", only] if only else []) + (["--output", output] if output else [])
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    return subprocess.run(argv, env=env).returncode
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    import os
+
+    p = argparse.ArgumentParser(prog="python -m gpunn.bench.host", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller arrays (the counts are the same)")
+    p.add_argument("--only", default=None, help="only the ops whose name contains this")
+    p.add_argument("--output", default=None, help="directory for host.json and host.md")
+    args = p.parse_args(argv)
+    results = measure(quick=args.quick, only=args.only)
+    text = table(results)
+    print(text)
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        with open(os.path.join(args.output, "host.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(args.output, "host.md"), "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

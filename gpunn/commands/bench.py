@@ -44,6 +44,11 @@ def run(args):
         return 0
     if args.summarize is not None:
         return _summarize(args.summarize)
+    if args.host:
+        from ..bench import host
+
+        return host.run_child(quick=not args.full, only=args.ops,
+                              output=args.output if args.output != "gpunn-bench" else None)
     if args.list:
         for e in bench.all_entries():
             print(f"{e.name:<40} {e.family:<12} {e.napkin}")
@@ -123,6 +128,9 @@ def register(subparsers):
     p.add_argument("--summarize", metavar="DIR", default=None,
                    help="print the headline figures of every benchmark JSON in DIR, then exit")
     p.add_argument("--list", action="store_true", help="list the entries and their napkin math, then exit")
+    p.add_argument("--host", action="store_true",
+                   help="host time per call and launches/allocations/copies/syncs per call, with the CUDA driver "
+                        "stubbed (no GPU needed); --ops: a substring of the op names; --full: the issue's sizes")
     p.add_argument("--scaling", action="store_true",
                    help="gpunn.distributed on the CPU: training steps/s and all-reduce time at --ranks ranks "
                         "(mpiexec; needs the dist extra); writes scaling.json, .md and .png to --output")
