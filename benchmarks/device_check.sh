@@ -9,15 +9,18 @@
 #
 # Steps, benchmarks first (they are what only the GPU can show); limits in seconds, override from the environment
 # (0 skips a step):
-#   info           INFO_LIMIT=20    gpunn info (versions, the device)
-#   activations    ACT_LIMIT=90     every activation, forward and backward, at 2^26 float32 vs PyTorch
-#   cross_entropy  CE_LIMIT=40      cross-entropy with gradient at 8192x32768 and 4096x131072 vs F.cross_entropy
-#   adam_100m      ADAM_LIMIT=35    one Adam step over 100M parameters in 200 tensors vs torch.optim.Adam(fused=True)
+#   info           INFO_LIMIT=15    gpunn info (versions, the device)
+#   softmax        SOFTMAX_LIMIT=25 softmax and log-softmax, forward and backward, at 2^26 float32 vs PyTorch
+#   cross_entropy  CE_LIMIT=35      cross-entropy with gradient at 8192x32768 and 4096x131072 vs F.cross_entropy
+#   adam_100m      ADAM_LIMIT=30    one Adam step over 100M parameters in 200 tensors vs torch.optim.Adam(fused=True)
+#   activations    ACT_LIMIT=80     the elementwise activations, forward and backward, at 2^26 float32 vs PyTorch
+#                                   (each JITs a vectorised kernel first: the last ones may be cut, the rest kept)
 #   launch         LAUNCH_LIMIT=15  microseconds per Adam step over 200 tiny tensors
-#   tests          TEST_LIMIT=120   the device tests of one module per family and the gpu-marked tests (no -x)
+#   tests          TEST_LIMIT=120   a fast GPU subset of one test module per family, and the gpu-marked tests
+# (--cpu-smoke: 45 s per benchmark step and 60 s for two quick tests: every CPU loop compiles on a small machine.)
 # After every step, summary.md (each step's outcome, the headline figures and the goals so far) and a tar.gz of
 # the results directory are refreshed in $OUT when it is set, so a run killed part-way still returns what finished.
-# Each summary of the figures has SUMMARY_LIMIT=8 (after the four benchmark steps). The budget printed first adds
+# Each summary of the figures has SUMMARY_LIMIT=6 (after each of the five benchmark steps). The budget printed first adds
 # START_ALLOWANCE=60 for the machine's start-up and the card query; it must stay within 420 s.
 # Results: benchmarks/results/<card>-<date>/. Exit status: 0 only if every step passed (a goal missed is a
 # figure, not a failure: see the goal lines at the end).
@@ -29,7 +32,7 @@ for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY=1 ;;
         --cpu-smoke) SMOKE=1 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "device_check.sh: unknown argument '$arg' (use --dry-run, --cpu-smoke or --help)" >&2; exit 2 ;;
     esac
 done
@@ -39,38 +42,47 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1  # output reaches the logs line by line, even from a step its time limit kills
 
 START_ALLOWANCE=${START_ALLOWANCE:-60}
-INFO_LIMIT=${INFO_LIMIT:-20}
-SUMMARY_LIMIT=${SUMMARY_LIMIT:-8}
-if [ "$SMOKE" = 1 ]; then  # tiny sizes, but every CPU loop compiles on a small machine: 45 s per benchmark step
-    ACT_LIMIT=${ACT_LIMIT:-45}; CE_LIMIT=${CE_LIMIT:-45}; ADAM_LIMIT=${ADAM_LIMIT:-45}; LAUNCH_LIMIT=${LAUNCH_LIMIT:-45}
-    TEST_LIMIT=${TEST_LIMIT:-60}
+INFO_LIMIT=${INFO_LIMIT:-15}
+SUMMARY_LIMIT=${SUMMARY_LIMIT:-6}
+if [ "$SMOKE" = 1 ]; then
+    SOFTMAX_LIMIT=${SOFTMAX_LIMIT:-40}; CE_LIMIT=${CE_LIMIT:-40}; ADAM_LIMIT=${ADAM_LIMIT:-40}
+    ACT_LIMIT=${ACT_LIMIT:-40}; LAUNCH_LIMIT=${LAUNCH_LIMIT:-40}; TEST_LIMIT=${TEST_LIMIT:-60}
 else
-    ACT_LIMIT=${ACT_LIMIT:-90}; CE_LIMIT=${CE_LIMIT:-40}; ADAM_LIMIT=${ADAM_LIMIT:-35}; LAUNCH_LIMIT=${LAUNCH_LIMIT:-15}
-    TEST_LIMIT=${TEST_LIMIT:-120}
+    SOFTMAX_LIMIT=${SOFTMAX_LIMIT:-25}; CE_LIMIT=${CE_LIMIT:-35}; ADAM_LIMIT=${ADAM_LIMIT:-30}
+    ACT_LIMIT=${ACT_LIMIT:-80}; LAUNCH_LIMIT=${LAUNCH_LIMIT:-15}; TEST_LIMIT=${TEST_LIMIT:-120}
 fi
-TEST_FILES=(tests/test_activations.py tests/test_losses_pointwise.py tests/test_cross_entropy.py
-            tests/test_softmax.py tests/test_optim.py tests/test_bench.py)
+# The fast GPU subset: one module per family, float32 device cases, and the gpu-marked tests (test_bench.py's).
+# Each kernel JITs on first use, and the vectorised activation kernels and the optimizer steps take several
+# seconds each, so activations keep relu (and its leaky and parametric forms) and sigmoid, optimizers plain Adam.
+ELEMENTWISE=relu,leaky_relu,prelu,sigmoid,tanh,gelu,gelu_tanh,silu,elu,softplus
+TEST_FILES=(tests/test_bench.py tests/test_optim.py tests/test_cross_entropy.py tests/test_softmax.py
+            tests/test_losses_pointwise.py tests/test_activations.py)
+TEST_SELECT="gpu or (device and not float64 and not (test_optim and (AdamW or SGD or RMSprop or amsgrad or maximize))
+             and not (test_activations and not (relu or sigmoid)))"
+TEST_SELECT=$(printf '%s' "$TEST_SELECT" | tr -s ' \n' ' ')
 
 if [ "$SMOKE" = 1 ]; then
     # The same steps, tiny, on the CPU: exercises this script's plumbing where there is no GPU.
     BACKEND=cpu
-    ACT=(--ops relu,softmax --sizes 2^10); CE=(--sizes 64x128,32x512); ADAM=(--sizes 2^12)
+    SOFTMAX=(--ops softmax --sizes 2^10); ACT=(--ops relu --sizes 2^10); CE=(--sizes 64x128,32x512); ADAM=(--sizes 2^12)
     EXTRA=(--repeats 3 --max-sets 2)
     TEST_CMD=("$PY" -m pytest -q -p no:cacheprovider tests/test_bench.py -k "parse_size or bytes_hand")
     CARD=cpu-smoke
     RESULTS_ROOT=${RESULTS_ROOT:-${TMPDIR:-/tmp}/gpunn-device-check}  # keep smoke output out of the repository
 else
     BACKEND=cuda
-    ACT=(--ops activations --sizes 2^26); CE=(--sizes 8192x32768,4096x131072); ADAM=(--sizes 1e8)
+    SOFTMAX=(--ops softmax,log_softmax --sizes 2^26); ACT=(--ops "$ELEMENTWISE" --sizes 2^26)
+    CE=(--sizes 8192x32768,4096x131072); ADAM=(--sizes 1e8)
     EXTRA=()
-    TEST_CMD=("$PY" -m pytest -q -p no:cacheprovider -k "device or gpu" "${TEST_FILES[@]}")
+    # -v: each test's outcome reaches the log as it finishes, so a step cut short still shows what passed
+    TEST_CMD=("$PY" -m pytest -v -p no:cacheprovider -k "$TEST_SELECT" "${TEST_FILES[@]}")
     CARD=$(timeout 10 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
     CARD=$(printf '%s' "${CARD:-unknown-gpu}" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-*//; s/-*$//')
 fi
 NAME=${CARD}-$(date -u +%Y%m%d-%H%M)
 RESULTS=${RESULTS_ROOT:-benchmarks/results}/$NAME
-BENCH_STEPS=4
-BUDGET=$((START_ALLOWANCE + INFO_LIMIT + ACT_LIMIT + CE_LIMIT + ADAM_LIMIT + LAUNCH_LIMIT + TEST_LIMIT
+BENCH_STEPS=5
+BUDGET=$((START_ALLOWANCE + INFO_LIMIT + SOFTMAX_LIMIT + CE_LIMIT + ADAM_LIMIT + ACT_LIMIT + LAUNCH_LIMIT + TEST_LIMIT
           + BENCH_STEPS * SUMMARY_LIMIT))
 FAILED=()
 
@@ -147,9 +159,10 @@ fi
 
 run_step info "$INFO_LIMIT" "$PY" -m gpunn info
 [ "$DRY" = 1 ] || refresh
-bench activations "$ACT_LIMIT" "${ACT[@]}"
+bench softmax "$SOFTMAX_LIMIT" "${SOFTMAX[@]}"
 bench cross_entropy "$CE_LIMIT" --ops cross_entropy "${CE[@]}"
 bench adam_100m "$ADAM_LIMIT" --ops adam.x200 "${ADAM[@]}"
+bench activations "$ACT_LIMIT" "${ACT[@]}"
 bench launch "$LAUNCH_LIMIT" --ops launch
 run_step tests "$TEST_LIMIT" "${TEST_CMD[@]}"
 

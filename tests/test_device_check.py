@@ -5,6 +5,7 @@ time budget (one device command: at most 420 s with the start-up), a CPU smoke r
 $OUT, and the goals judged from synthetic results.
 """
 
+import fnmatch
 import json
 import os
 import re
@@ -52,24 +53,40 @@ def test_dry_run_benchmarks_first_then_the_fast_test_subset():
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(results_dir(r.stdout))  # a dry run creates nothing
     found = steps(r.stdout)
-    assert [name for name, _, _ in found] == ["info", "bench-activations", "bench-cross_entropy", "bench-adam_100m",
-                                              "bench-launch", "tests"]
-    for name, _, words in found[1:5]:
+    assert [name for name, _, _ in found] == ["info", "bench-softmax", "bench-cross_entropy", "bench-adam_100m",
+                                              "bench-activations", "bench-launch", "tests"]
+    for name, _, words in found[1:6]:
         assert words[:3] == ["python3", "-m", "gpunn"], words  # python3 unless PYTHON says otherwise
         args = cli.build_parser().parse_args(words[3:])
         assert args.backend == "cuda" and args.output == results_dir(r.stdout), name
         assert core.select(ENTRIES, args.ops), args.ops
         for size in args.sizes or []:
             core.parse_size(size)
-    sizes = {name: cli.build_parser().parse_args(words[3:]).sizes for name, _, words in found[1:4]}
-    assert sizes == {"bench-activations": ["2^26"], "bench-cross_entropy": ["8192x32768", "4096x131072"],
-                     "bench-adam_100m": ["1e8"]}
-    name, limit, words = found[-1]
+    args = {name: cli.build_parser().parse_args(words[3:]) for name, _, words in found[1:6]}
+    assert {name: a.sizes for name, a in args.items()} == {
+        "bench-softmax": ["2^26"], "bench-cross_entropy": ["8192x32768", "4096x131072"], "bench-adam_100m": ["1e8"],
+        "bench-activations": ["2^26"], "bench-launch": None}
+    selected = {e.name for e in core.select(ENTRIES, args["bench-softmax"].ops + "," + args["bench-activations"].ops)}
+    activations = {e.name for e in ENTRIES if e.family == "activations"}
+    assert selected == activations  # every activation, the row-wise ones in their own step
+    elementwise = {e.name for e in core.select(ENTRIES, args["bench-activations"].ops)}
+    assert elementwise == {n for n in activations if any(fnmatch.fnmatchcase(n, p) for p in goals.ELEMENTWISE)}
+
+
+def test_dry_run_test_step_is_a_float32_device_subset_of_each_family_and_the_gpu_tests():
+    name, limit, words = steps(device_check("--dry-run").stdout)[-1]
     assert words[:3] == ["python3", "-m", "pytest"] and "-x" not in words and limit <= 120
-    assert words[words.index("-k") + 1] == "device or gpu"
-    assert set(FAMILY_MODULES) <= set(words) and "tests/test_bench.py" in words  # the gpu-marked tests live there
+    assert set(FAMILY_MODULES) <= set(words)
+    root = os.path.dirname(os.path.dirname(SCRIPT))
+    listing = [w for w in words[1:] if w != "-v"] + ["--collect-only", "-q"]
+    collected = subprocess.run([sys.executable, *listing], cwd=root, capture_output=True, text=True,
+                               timeout=300).stdout.splitlines()
+    ids = [line for line in collected if "::" in line]
     for module in FAMILY_MODULES:
-        assert os.path.exists(os.path.join(os.path.dirname(SCRIPT), "..", module)), module
+        assert any(i.startswith(module + "::") for i in ids), module
+    assert not any("float64" in i for i in ids)
+    # device cases by name, and the gpu-marked test by its marker
+    assert [i for i in ids if "device" not in i and "gpu" not in i] == ["tests/test_bench.py::test_cuda_backend_smoke"]
 
 
 def test_python_overrides_the_interpreter():
@@ -84,7 +101,7 @@ def test_the_limits_fit_one_device_command(smoke):
     budget = re.search(r"^budget: (\d+)s = start-up (\d+)s \+ step limits \+ (\d+) x (\d+)s summaries", r.stdout,
                        flags=re.M)
     total, start, summaries, each = map(int, budget.groups())
-    assert start >= 60 and summaries == 4
+    assert start >= 60 and summaries == 5
     assert total == start + sum(limit for _, limit, _ in steps(r.stdout)) + summaries * each
     assert total <= 420
 
@@ -109,11 +126,12 @@ def test_cpu_smoke_runs_end_to_end_and_archives_to_out(tmp_path):
     assert sorted(os.listdir(out)) == [f"{name}.tar.gz", "summary.md"]
     with tarfile.open(out / f"{name}.tar.gz") as tar:
         archived = {os.path.relpath(m, name) for m in tar.getnames()}
-    for stem in ("activations", "cross_entropy", "adam_100m", "launch"):
+    for stem in ("softmax", "cross_entropy", "adam_100m", "activations", "launch"):
         assert {f"{stem}.json", f"bench-{stem}.log"} <= archived, stem
     assert {"info.log", "tests.log", "summary.md"} <= archived
     summary = (out / "summary.md").read_text()
-    for step in ("info", "bench-activations", "bench-cross_entropy", "bench-adam_100m", "bench-launch", "tests"):
+    for step in ("info", "bench-softmax", "bench-cross_entropy", "bench-adam_100m", "bench-activations",
+                 "bench-launch", "tests"):
         assert re.search(rf"^- {step}: exit 0 after \d+s$", summary, flags=re.M), step
     goal_lines = re.findall(r"^- (PASS|FAIL|not measured): ", summary, flags=re.M)
     assert goal_lines == ["not measured"] * len(goals.GOALS)  # tiny CPU cases measure no GPU goal
@@ -123,8 +141,8 @@ def test_cpu_smoke_runs_end_to_end_and_archives_to_out(tmp_path):
 def test_a_step_that_runs_out_is_reported_and_the_rest_still_archived(tmp_path):
     out = tmp_path / "out"
     r = device_check("--cpu-smoke", timeout=120, PYTHON=sys.executable, OUT=str(out),
-                     RESULTS_ROOT=str(tmp_path / "results"), ACT_LIMIT="0", CE_LIMIT="0", ADAM_LIMIT="0",
-                     LAUNCH_LIMIT="1", TEST_LIMIT="0")
+                     RESULTS_ROOT=str(tmp_path / "results"), SOFTMAX_LIMIT="0", CE_LIMIT="0", ADAM_LIMIT="0",
+                     ACT_LIMIT="0", LAUNCH_LIMIT="1", TEST_LIMIT="0")
     assert r.returncode == 1
     summary = (out / "summary.md").read_text()
     assert re.search(r"^- info: exit 0 after \d+s$", summary, flags=re.M)
