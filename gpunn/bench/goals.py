@@ -79,7 +79,7 @@ def goal_lines(datasets) -> list[str]:
     Example:
         >>> from gpunn.bench.goals import goal_lines
         >>> goal_lines([])[0]
-        'not measured: elementwise ops >= 90% of copy (no CUDA case moving >= 256 MiB)'
+        'not measured: elementwise ops >= 90% of copy (no CUDA case of at least 256 MiB measures it)'
     """
     rows = [row for data in datasets if data.get("backend") == "cuda" for row in data["results"]
             if "gpunn" in row["providers"]]
@@ -89,7 +89,7 @@ def goal_lines(datasets) -> list[str]:
         unit = "of copy" if goal.metric == "copy" else goal.metric
         wanted = f"{goal.what} >= {_fmt(goal, goal.threshold)} {unit}"
         if row is None:
-            lines.append(f"{status}: {wanted} (no CUDA case moving >= {MIN_BYTES >> 20} MiB)")
+            lines.append(f"{status}: {wanted} (no CUDA case of at least {MIN_BYTES >> 20} MiB measures it)")
         else:
             lines.append(f"{status}: {wanted}: {_fmt(goal, ratio)} (worst of {count}: {row['op']} @ {row['size']})")
     return lines
