@@ -57,7 +57,7 @@ fi
 # The fast GPU subset: one module per family, float32 device cases, and the gpu-marked tests (test_bench.py's).
 # Each kernel JITs on first use (the vectorised activations and the optimizer steps take several seconds each), so
 # activations keep relu (and its leaky and parametric forms) and sigmoid, pointwise losses mse and bce, optimizers
-# plain Adam: about 100 distinct kernels (benchmarks/README.md has the estimate).
+# plain Adam: 71 distinct kernels, about 95 s (benchmarks/README.md has the estimate).
 ELEMENTWISE=relu,leaky_relu,prelu,sigmoid,tanh,gelu,gelu_tanh,silu,elu,softplus
 TEST_FILES=(tests/test_bench.py tests/test_optim.py tests/test_cross_entropy.py tests/test_softmax.py
             tests/test_losses_pointwise.py tests/test_activations.py)

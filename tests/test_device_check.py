@@ -185,8 +185,8 @@ SYNTHETIC = [run_of([
 ]), run_of([result("sgd.x1", "optimizers", "2^26", 2**26, 3 * 4 * 2**26, 0.99, 3.0)], backend="cpu")]
 
 EXPECTED = [
-    "PASS: elementwise ops >= 90% of copy: 92% (worst of 2: gelu.bwd @ 2^26)",
-    "PASS: elementwise ops >= 1.00x torch: 1.10x (worst of 2: relu.fwd @ 2^26)",
+    "PASS: elementwise activations >= 90% of copy: 92% (worst of 2: gelu.bwd @ 2^26)",
+    "PASS: elementwise activations >= 1.00x torch: 1.10x (worst of 2: relu.fwd @ 2^26)",
     "PASS: optimizer steps >= 90% of copy: 93% (worst of 1: adam.x200 @ 1e8)",
     "PASS: optimizer steps >= 1.00x torch: 1.05x (worst of 1: adam.x200 @ 1e8)",
     "FAIL: softmax >= 85% of copy: 84% (worst of 2: softmax.bwd @ 2^26)",

@@ -28,8 +28,8 @@ class Goal:
 
 
 GOALS = (
-    Goal("elementwise ops", ELEMENTWISE, "copy", 0.90),
-    Goal("elementwise ops", ELEMENTWISE, "torch", 1.0),
+    Goal("elementwise activations", ELEMENTWISE, "copy", 0.90),
+    Goal("elementwise activations", ELEMENTWISE, "torch", 1.0),
     Goal("optimizer steps", ("optimizers",), "copy", 0.90),
     Goal("optimizer steps", ("optimizers",), "torch", 1.0),
     Goal("softmax", ("softmax.*",), "copy", 0.85),
@@ -79,7 +79,7 @@ def goal_lines(datasets) -> list[str]:
     Example:
         >>> from gpunn.bench.goals import goal_lines
         >>> goal_lines([])[0]
-        'not measured: elementwise ops >= 90% of copy (no CUDA case of at least 256 MiB measures it)'
+        'not measured: elementwise activations >= 90% of copy (no CUDA case of at least 256 MiB measures it)'
     """
     rows = [row for data in datasets if data.get("backend") == "cuda" for row in data["results"]
             if "gpunn" in row["providers"]]
