@@ -52,16 +52,16 @@ def test_dry_run_benchmarks_first_then_the_fast_test_subset():
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(results_dir(r.stdout))  # a dry run creates nothing
     found = steps(r.stdout)
-    assert [name for name, _, _ in found] == ["info", "bench-softmax", "bench-cross_entropy", "bench-adam_100m",
+    assert [name for name, _, _ in found] == ["bench-softmax", "bench-cross_entropy", "bench-adam_100m",
                                               "bench-activations", "bench-launch", "tests"]
-    for name, _, words in found[1:6]:
+    for name, _, words in found[:5]:
         assert words[:3] == ["python3", "-m", "gpunn"], words  # python3 unless PYTHON says otherwise
         args = cli.build_parser().parse_args(words[3:])
         assert args.backend == "cuda" and args.output == results_dir(r.stdout), name
         assert core.select(ENTRIES, args.ops), args.ops
         for size in args.sizes or []:
             core.parse_size(size)
-    args = {name: cli.build_parser().parse_args(words[3:]) for name, _, words in found[1:6]}
+    args = {name: cli.build_parser().parse_args(words[3:]) for name, _, words in found[:5]}
     assert {name: a.sizes for name, a in args.items()} == {
         "bench-softmax": ["2^26"], "bench-cross_entropy": ["8192x32768", "4096x131072"], "bench-adam_100m": ["1e8"],
         "bench-activations": ["2^26"], "bench-launch": None}
@@ -126,9 +126,9 @@ def test_cpu_smoke_runs_end_to_end_and_archives_to_out(tmp_path):
         archived = {os.path.relpath(m, name) for m in tar.getnames()}
     for stem in ("softmax", "cross_entropy", "adam_100m", "activations", "launch"):
         assert {f"{stem}.json", f"bench-{stem}.log"} <= archived, stem
-    assert {"info.log", "tests.log", "summary.md"} <= archived
+    assert {"tests.log", "summary.md"} <= archived
     summary = (out / "summary.md").read_text()
-    for step in ("info", "bench-softmax", "bench-cross_entropy", "bench-adam_100m", "bench-activations",
+    for step in ("bench-softmax", "bench-cross_entropy", "bench-adam_100m", "bench-activations",
                  "bench-launch", "tests"):
         assert re.search(rf"^- {step}: exit 0 after \d+s$", summary, flags=re.MULTILINE), step
     goal_lines = re.findall(r"^- (PASS|FAIL|not measured): ", summary, flags=re.MULTILINE)
@@ -143,7 +143,6 @@ def test_a_step_that_runs_out_is_reported_and_the_rest_still_archived(tmp_path):
                      ACT_LIMIT="0", LAUNCH_LIMIT="1", TEST_LIMIT="0")
     assert r.returncode == 1
     summary = (out / "summary.md").read_text()
-    assert re.search(r"^- info: exit 0 after \d+s$", summary, flags=re.MULTILINE)
     assert re.search(r"^- bench-launch: exit 124 after \d+s \(ran out of its 1s\)$", summary, flags=re.MULTILINE)
     assert "- bench-activations: skipped" in summary and "- tests: skipped" in summary
     assert "FAILED: bench-launch" in summary and "1 step(s) failed" in r.stdout
