@@ -8,7 +8,6 @@ the peers a figure is compared against compute the same thing as gpunn.
 import json
 import math
 import os
-import re
 
 import numpy as np
 import pytest
@@ -424,7 +423,7 @@ def test_cuda_backend_smoke(tmp_path):
         assert set(r["providers"]) == set(data["providers"]), (r["op"], r["providers"].keys())
 
 
-# ---- benchmarks/device_check.sh and cpu_figures.sh: their CPU-side logic -------------------------------------------
+# ---- benchmarks/cpu_figures.sh: its CPU-side logic (device_check.sh: tests/test_device_check.py) ----------------
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
@@ -445,39 +444,6 @@ def _bench_argv(line):
     i = words.index("gpunn")
     assert words[i + 1] == "bench", line
     return cli.build_parser().parse_args(words[i + 1:])
-
-
-def test_device_check_script():
-    script = os.path.join(SCRIPTS, "device_check.sh")
-    assert _bash("-n", script).returncode == 0
-    r = _bash(script, "--dry-run")
-    assert r.returncode == 0, r.stderr
-    out = r.stdout
-    results_dir = out.splitlines()[0].split("results in ")[1].split(" (")[0]
-    assert not os.path.exists(results_dir)  # a dry run creates nothing
-    for step in ("nvidia-smi -L", "python -m pytest -q -x", "--ops activations --sizes 2^26",
-                 "--ops cross_entropy --sizes 8192x32768,4096x131072", "--ops adam.x200 --sizes 1e8", "--ops launch"):
-        assert step in out, step
-    limits = [int(m) for m in re.findall(r"\(limit (\d+)s\)", out)]
-    assert len(limits) == 8 and sum(limits) <= 8 * 60 + 150  # info/nvidia-smi limits are generous; they take seconds
-    assert sum(limits[2:]) <= 8 * 60  # the tests and the benchmark steps fit the 8 minutes
-    bench_lines = [line for line in out.splitlines() if "-m gpunn bench" in line]
-    assert len(bench_lines) == 5
-    for line in bench_lines:
-        args = _bench_argv(line.split(": ", 1)[1])
-        assert args.backend == "cuda" and args.output == results_dir
-        if args.ops:
-            assert core.select(ENTRIES, args.ops), args.ops
-        for s in args.sizes or []:
-            parse_size(s)
-    assert _bash(script, "--bogus").returncode == 2
-
-
-def test_device_check_smoke_dry_run_and_time_limits():
-    r = _bash(os.path.join(SCRIPTS, "device_check.sh"), "--dry-run", "--cpu-smoke", env={"TEST_LIMIT": "7"})
-    assert r.returncode == 0
-    assert "--backend cpu" in r.stdout and "--backend cuda" not in r.stdout and "nvidia-smi -L:" in r.stdout
-    assert "=== tests (limit 7s)" in r.stdout
 
 
 def test_cpu_figures_script():

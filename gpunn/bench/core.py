@@ -724,10 +724,13 @@ def headlines(data) -> list[str]:
 
 
 def summarize(directory: str) -> str:
-    """The headlines of every benchmark JSON in ``directory`` (what device_check.sh prints and keeps)."""
+    """The headlines of every benchmark JSON in ``directory``, then the goals judged from them (what
+    device_check.sh prints and keeps); empty when ``directory`` holds no benchmark JSON."""
     import glob
 
-    parts = []
+    from .goals import goal_lines
+
+    parts, datasets = [], []
     for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
         with open(path) as f:
             try:
@@ -736,9 +739,13 @@ def summarize(directory: str) -> str:
                 raise ValueError(f"{path} is not valid JSON ({exc})") from None
         if not isinstance(data, dict) or "results" not in data:
             continue
+        datasets.append(data)
         state = "" if data.get("complete") else " (INCOMPLETE: cut short)"
         parts.append(f"## {os.path.basename(path)}: {data['device']}, {data['backend']}, {data['dtype']}{state}")
         parts += [f"- {line}" for line in headlines(data)]
         parts += [f"- skipped: {s}" for s in data.get("skipped", [])]
         parts.append("")
+    if not datasets:
+        return ""
+    parts += ["## Goals", ""] + [f"- {line}" for line in goal_lines(datasets)]
     return "\n".join(parts) + "\n"
