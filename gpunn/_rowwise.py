@@ -407,7 +407,7 @@ def chunk_emit_kernel(math_fns: RowMath, dtype, block, per_thread):
             if emits:
                 for c in range(lo + tid, min(lo + chunk, n), block):
                     out[base + c] = emit(a[base + c], b[base + c] if two else zero, w[c] if weighted else one, c,
-                                           pre, consts, k)
+                                         pre, consts, k)
         if writes_loss:  # every thread or none: block_partial synchronises
             block_partial(acc_loss, partials, 0)
             block_partial(acc_den, partials, 1)
@@ -451,7 +451,7 @@ def columns_kernel(math_fns: RowMath, dtype, block, held):
             elif pre[3] != 1:
                 for c in range(n):
                     s = push(s, a[base + c * inner], b[base + c * inner] if two else zero,
-                               w[c] if weighted else one, c, pre, k)
+                             w[c] if weighted else one, c, pre, k)
             consts, loss, den, bad = finish(s, pre, k, upstream(dy, dmode, g, scale, use_scale, row))
             if pre[3] == 1:
                 cuda.atomic.min(flags, slot, 2 * row)
@@ -468,7 +468,7 @@ def columns_kernel(math_fns: RowMath, dtype, block, held):
             elif emits:  # a longer row: read again
                 for c in range(n):
                     out[base + c * inner] = emit(a[base + c * inner], b[base + c * inner] if two else zero,
-                                                   w[c] if weighted else one, c, pre, consts, k)
+                                                 w[c] if weighted else one, c, pre, consts, k)
         if writes_loss:  # every thread or none: block_partial synchronises
             block_partial(acc_loss, partials, 0)
             block_partial(acc_den, partials, 1)

@@ -410,7 +410,7 @@ def _cpu_run(c, loss_rows_out, loss_flat, upstream, dx):
         else:
             den = float(np.sum(c.w[t[t != c.ignore]], dtype=np.float64))
         scale = 1.0 / den if den != 0 else 0.0
-    gx = _cpu_view(dx, lay) if dx is not None else x
+    gx = _cpu_view(dx, lay) if dx is not None else np.empty((0,) * x.ndim, dt)  # not written (x may be read-only)
     scratch = np.empty((numba.config.NUMBA_NUM_THREADS, 0 if dx is not None else n_cols), dt)
     if n_rows:
         _cpu.run(rows_loop, "rows", c.x.size, x, t, tp, c.w, np.int64(c.ignore), k, dy, np.int64(dmode),
