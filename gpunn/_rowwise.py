@@ -680,8 +680,10 @@ def register_shared():
     block = 256
     _registry.for_dtypes("rows_total_sum", lambda dt: _total_kernel(block),
                          lambda dt: f"void(float64[:, ::1], int64, int64, {dt}[::1])", f64_accumulator=True)
-    _registry.for_dtypes("class_weight_sum", lambda dt: _weight_kernels(block)[0],
-                         lambda dt: f"void({dt}[::1], int64[::1], int64, int64, float64[:, ::1])", f64_accumulator=True)
+    for index in ("int32", "int64"):
+        _registry.for_dtypes(f"class_weight_sum[{index}]", lambda dt: _weight_kernels(block)[0],
+                             lambda dt, index=index: f"void({dt}[::1], {index}[::1], int64, int64, float64[:, ::1])",
+                             f64_accumulator=True)
     _registry.for_dtypes("inverse_sum", lambda dt: _weight_kernels(block)[1],
                          lambda dt: f"void(float64[:, ::1], {dt}[::1])", f64_accumulator=True)
 

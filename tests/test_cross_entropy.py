@@ -576,7 +576,7 @@ def test_kernels_registered():
                    "cross_entropy_with_grad[probs]"):
             for part in ("rows[warp]", "rows[block]", "chunk_stats", "chunk_emit", "columns"):
                 assert f"{op}_{part}[{dt}]" in names
-        assert f"rows_total_sum[{dt}]" in names and f"class_weight_sum[{dt}]" in names
+        assert f"rows_total_sum[{dt}]" in names and f"class_weight_sum[int32][{dt}]" in names
     assert "lse" in importlib.import_module("gpunn.losses.cross_entropy").__doc__
 
 

@@ -644,14 +644,15 @@ def cross_entropy_with_grad(logits, target, weight=None, ignore_index=-100, labe
 # Kernel build check
 # ----------------------------------------------------------------------------------------------------------------------
 def _register():
-    # one kernel set per kind of target and per math variant: the int32 targets compile the int64 ones' code with a
-    # narrower load, and the backward alone is the with-grad kernel without its loss
-    for label, prob, smooth, emits in (("cross_entropy[int64]", False, False, False),
-                                       ("cross_entropy_with_grad[int64]", False, False, True),
-                                       ("cross_entropy_with_grad[int64,smooth]", False, True, True),
-                                       ("cross_entropy_with_grad[probs]", True, False, True)):
+    # one kernel set per kind of target and per math variant (the backward alone is the with-grad kernel without its
+    # loss); int32 targets: the with-grad kernels, which differ only in the target's load
+    for label, prob, smooth, emits, index in (("cross_entropy[int64]", False, False, False, "int64"),
+                                              ("cross_entropy_with_grad[int64]", False, False, True, "int64"),
+                                              ("cross_entropy_with_grad[int32]", False, False, True, "int32"),
+                                              ("cross_entropy_with_grad[int64,smooth]", False, True, True, "int64"),
+                                              ("cross_entropy_with_grad[probs]", True, False, True, "int64")):
         _rowwise.register(label, lambda dt, prob=prob, smooth=smooth, emits=emits: _row_math(
-            dt, prob, smooth, smooth or prob, emits, True))
+            dt, prob, smooth, smooth or prob, emits, True), index=index)
     _rowwise.register_shared()
 
 
