@@ -33,7 +33,7 @@ def _start(argv):
                             stderr=subprocess.PIPE, text=True)
 
 
-def _finish(process, timeout=900):
+def _finish(process, timeout=2400):  # every registered kernel for two targets: ~15 minutes on 2 busy cores
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
