@@ -413,7 +413,9 @@ def _cpu_run(c, loss_rows_out, loss_flat, upstream, dx):
     gx = _cpu_view(dx, lay) if dx is not None else np.empty((0,) * x.ndim, dt)  # not written (x may be read-only)
     scratch = np.empty((numba.config.NUMBA_NUM_THREADS, 0 if dx is not None else n_cols), dt)
     if n_rows:
-        _cpu.run(rows_loop, "rows", c.x.size, x, t, tp, c.w, np.int64(c.ignore), k, dy, np.int64(dmode),
+        # class targets: the serial build at every size (Numba 0.68's parfor array analysis fails on this loop)
+        work = c.x.size if c.prob else 0
+        _cpu.run(rows_loop, "rows", work, x, t, tp, c.w, np.int64(c.ignore), k, dy, np.int64(dmode),
                  dt.type(g), dt.type(scale), rows, dens, gx, dx is not None, scratch, bad)
     _raise_neg_inf(c, bad)
     if loss_rows_out is not None:
