@@ -469,7 +469,7 @@ def run(entries=None, *, ops=None, sizes=None, full=False, backend=None, provide
         "loadavg_start": _loadavg(),
         "loadavg_end": None,
         "info": gpunn_info(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(["gpunn"] + sys.argv[1:]),  # not argv[0]: a path on the machine that ran it
         "wall_s": None,
         "results": results,
         "skipped": skipped,
