@@ -14,11 +14,13 @@ parallel calls hold a lock until one of them has shown that the layer in use is 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import NamedTuple
 
 import numba
-from numba import njit
+
+from . import _cache
 
 # Work (elements) from which each family's parallel build beats its serial build at 2 threads (measured with
 # benchmarks/cpu_thresholds.py on the 2-core development machine; below it, the serial build wins or ties).
@@ -38,9 +40,10 @@ class Loops(NamedTuple):
 
 
 def loops(fn, **options) -> Loops:
-    """Both builds of ``fn`` (nothing compiles until a build is first called)."""
-    return Loops(njit(parallel=True, error_model="numpy", **options)(fn),
-                 njit(error_model="numpy", **options)(fn))
+    """Both builds of ``fn`` (nothing compiles until a build is first called; each is kept in gpunn's disk cache,
+    gpunn/_cache.py, once compiled)."""
+    return Loops(_cache.njit(parallel=True, error_model="numpy", **options)(fn),
+                 _cache.njit(error_model="numpy", **options)(fn))
 
 
 _lock = threading.Lock()
@@ -63,3 +66,16 @@ def run_parallel(fn, *args):
         result = fn(*args)
         _layer_is_thread_safe = numba.threading_layer() != "workqueue"
     return result
+
+
+@contextlib.contextmanager
+def forced(build: str):
+    """Within the block, every loop runs its ``build`` ("serial" or "parallel") whatever its size (the parallel build
+    still needs more than one Numba thread): for ahead-of-time compiles and for measuring the thresholds."""
+    saved = dict(PARALLEL_MIN)
+    for family in PARALLEL_MIN:
+        PARALLEL_MIN[family] = 0 if build == "parallel" else 1 << 62
+    try:
+        yield
+    finally:
+        PARALLEL_MIN.update(saved)

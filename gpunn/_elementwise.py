@@ -151,22 +151,78 @@ def _run(f, arity, args, names, params, cpu_loops=None):
     args.finish()
 
 
-def forward(f_for_dtype, x, out, a=0.0, b=0.0, stream=None):
+_NO_PARAM = 0.0  # the default of a and b: an op without parameters (its typed zeros are made once)
+
+
+def forward(f_for_dtype, x, out, a=_NO_PARAM, b=_NO_PARAM, stream=None):
     """``out = f(x)`` elementwise; ``f_for_dtype(dtype)`` gives the op's scalar njit function for that dtype."""
+    if _plain_host(x, x, out):
+        return _run_host(f_for_dtype, 1, None, (x,), out, a, b)
     args = Args(stream=stream, x=x)
     out = args.output("out", out, x.shape)
     _run(f_for_dtype(args.dtype), 1, args, ["x", "out"], (a, b))
     return out
 
 
-def backward(f_for_dtype, dy, x, out, a=0.0, b=0.0, x_name="x", cpu_loops=None, stream=None):
+def backward(f_for_dtype, dy, x, out, a=_NO_PARAM, b=_NO_PARAM, x_name="x", cpu_loops=None, stream=None):
     """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh).
     ``cpu_loops(dtype)``, if given, supplies the op's own CPU loops (``_cpu.Loops``), same arguments as ``_map2``'s
     (for an op whose generic loop LLVM compiles poorly); the CUDA kernel is always the generic one."""
+    if _plain_host(x, dy, out):
+        return _run_host(f_for_dtype, 2, cpu_loops, (dy, x), out, a, b)
     args = Args(stream=stream, dy=dy, **{x_name: x})
     args.same_shape("dy", x_name)
     out = args.output("out", out, x.shape)
     _run(f_for_dtype(args.dtype), 2, args, ["dy", x_name, "out"], (a, b), cpu_loops)
+    return out
+
+
+# ---- the host fast path: NumPy arrays that need no view, copy or check beyond these ---------------------------------
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _plain_host(x, other, out):
+    """True when ``x`` and ``other`` are C-contiguous NumPy arrays of one shape and float dtype, and ``out`` is None or
+    a writable C-contiguous NumPy array like them that provably overlaps none of them or is exactly one of them: arrays
+    that own their memory (``base`` None) share none. Anything else takes the general path (``Args``), which checks
+    it in full and names what is wrong."""
+    if type(x) is not np.ndarray or type(other) is not np.ndarray:
+        return False
+    dtype = x.dtype
+    if (dtype is not _F32 and dtype is not _F64) or other.dtype is not dtype or other.shape != x.shape:
+        return False
+    if not (x.flags.c_contiguous and other.flags.c_contiguous):
+        return False
+    if out is None:
+        return True
+    if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != x.shape:
+        return False
+    flags = out.flags
+    if not (flags.c_contiguous and flags.writeable):
+        return False
+    owners = x.base is None and other.base is None
+    return (x is other or owners) and (out is x or out is other or (owners and out.base is None))
+
+
+_host_loops = {}  # (f_for_dtype, arity, cpu_loops, dtype) -> _cpu.Loops
+_NO_PARAMS = {dt: (dt.type(0.0), dt.type(0.0)) for dt in (_F32, _F64)}
+
+
+def _run_host(f_for_dtype, arity, cpu_loops, inputs, out, a, b):
+    """``_run`` for arrays that passed :func:`_plain_host`: the same loops, without building ``Args``."""
+    dtype = inputs[-1].dtype
+    key = (f_for_dtype, arity, cpu_loops, dtype)
+    loops = _host_loops.get(key)
+    if loops is None:
+        build = _map1 if arity == 1 else _map2
+        loops = _host_loops[key] = cpu_loops(dtype) if cpu_loops is not None else build(f_for_dtype(dtype), dtype)[1]
+    scalars = _NO_PARAMS[dtype] if a is _NO_PARAM and b is _NO_PARAM else (dtype.type(a), dtype.type(b))
+    if out is None:
+        out = np.empty(inputs[-1].shape, dtype)
+    n = out.size
+    if n:
+        flat = out if out.ndim == 1 else out.reshape(-1)
+        _cpu.run(loops, "elementwise", n, *[v if v.ndim == 1 else v.reshape(-1) for v in inputs], *scalars, flat)
     return out
 
 

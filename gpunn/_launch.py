@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from . import _simulator
+from . import _cache, _simulator
 from ._arrays import DeviceArray, kind
 from ._runtime import simulator
 
@@ -212,6 +212,7 @@ class Kernel:
 
     def _build(self):
         _bind_core()
+        _cache.attach(self.dispatcher, "cuda")
         overload = self.dispatcher.compile(self.signature)
         cufunc = overload._codelibrary.get_cufunc()
         packers = [_packer(t) for t in overload.argument_types]

@@ -10,7 +10,7 @@ import sys
 
 from .commands._options import UsageError, one_line_error
 
-COMMANDS = ["info", "train", "plot", "bench", "kernels", "demo"]
+COMMANDS = ["info", "train", "plot", "bench", "kernels", "warmup", "demo"]
 
 
 def build_parser():

@@ -19,6 +19,16 @@ def _has_gpu() -> bool:
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.environ.get("GPUNN_TEST_NO_SIM") and not _has_gpu():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+# Compiled loops go to a disk cache of this test session's own (gpunn/_cache.py), shared by the child processes that
+# tests start: no entry from another checkout or an earlier run is loaded, and the user's cache is not touched.
+if "GPUNN_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["GPUNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpunn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GPUNN_CACHE_DIR"], True)
+
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402

@@ -456,3 +456,19 @@ def test_cpu_figures_script():
     names = {e.name for e in core.select(ENTRIES, fig.ops)}
     assert {"relu.fwd", "log_softmax.bwd", "cross_entropy.grad", "hinge_loss.grad", "adam.x1", "adam.x200",
             "sgd_momentum.x1", "rmsprop.x200"} <= names
+
+
+# ---- gpunn bench --train: gpunn train beside the same loop in PyTorch --------------------------------------------------
+def test_the_pytorch_loop_does_gpunn_trains_job():
+    """Same data, initial weights, batch order and optimizer: after 3 epochs both reach the same test accuracy (to a
+    few test samples: float32 rounding differs between the two libraries' matrix products)."""
+    pytest.importorskip("torch")
+    from gpunn.bench import train as train_bench
+
+    ours = train_bench.gpunn_run(threads=1, epochs=3)
+    theirs = train_bench.torch_run(threads=1, epochs=3)
+    assert len(ours["epochs"]) == len(theirs["epochs"]) == 3
+    assert 0.8 < ours["test_accuracy"] and abs(ours["test_accuracy"] - theirs["test_accuracy"]) <= 0.01
+    result = train_bench.compare([ours], [theirs])
+    table = train_bench.table(result)
+    assert "gpunn train" in table and "PyTorch loop" in table and f"{result['ratio']['train_seconds']:.2f}x" in table

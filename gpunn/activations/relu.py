@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .. import _cpu, _elementwise
+from .. import _cache, _cpu, _elementwise
 from .._elementwise import typed
 
 
@@ -76,7 +76,7 @@ def _cpu_backward(dtype):
 
     def on_views(inner):
         # the integer views are taken here, outside the loop (a .view inside a prange function gave wrong results)
-        @njit
+        @_cache.njit
         def run(dy, x, a, b, out):
             inner(dy.view(ity), x, out.view(ity))
 

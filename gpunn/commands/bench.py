@@ -49,6 +49,12 @@ def run(args):
 
         return host.run_child(quick=not args.full, only=args.ops,
                               output=args.output if args.output != "gpunn-bench" else None)
+    if args.train:
+        from ..bench.train import run as run_train
+
+        output_dir(args.output)
+        run_train(args.output, repeats=args.repeats or 3, threads=args.threads)
+        return 0
     if args.list:
         for e in bench.all_entries():
             print(f"{e.name:<40} {e.family:<12} {e.napkin}")
@@ -121,7 +127,8 @@ def register(subparsers):
     p.add_argument("--repeats", type=positive_int, default=None,
                    help="timed samples per case (default 21 on a GPU, 9 on a CPU)")
     p.add_argument("--threads", type=thread_count, default=None,
-                   help="CPU threads for gpunn (Numba) and PyTorch alike (default: their own defaults)")
+                   help="CPU threads for gpunn (Numba) and PyTorch alike (default: their own defaults; --train: 1, "
+                        "gpunn train's default)")
     p.add_argument("--max-sets", type=positive_int, default=None,
                    help="cap the rotating input sets (quick smoke runs only: small sizes then sit in the cache)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
@@ -136,4 +143,7 @@ def register(subparsers):
                         "(mpiexec; needs the dist extra); writes scaling.json, .md and .png to --output")
     p.add_argument("--ranks", default="1,2,4", help="rank counts for --scaling (default 1,2,4)")
     p.add_argument("--quick-scaling", action="store_true", help="--scaling with tiny sizes (a smoke test)")
+    p.add_argument("--train", action="store_true",
+                   help="the main job: gpunn train (20 epochs, warm cache) beside the same MLP loop in PyTorch, "
+                        "fresh processes, --repeats runs each (default 3); writes train.json and train.md to --output")
     p.set_defaults(func=run)

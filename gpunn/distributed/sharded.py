@@ -25,8 +25,9 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from numba import float64, njit
+from numba import float64
 
+from .. import _cache
 from .._args import check_real
 from ..optim import Optimizer
 from ._buffers import Flat, copy_to_device
@@ -50,7 +51,7 @@ def shard_bounds(total, ranks, chunk):
     return [min(total, (chunks * r // ranks) * chunk) for r in range(ranks + 1)]
 
 
-@njit(cache=False)
+@_cache.njit
 def _chunk_partials(g, chunk):
     """(sum of g^2 over finite g, count of non-finite g) per chunk, float64, each chunk in element order."""
     n = g.size

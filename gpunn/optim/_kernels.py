@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int64, njit, prange
 
-from .. import _cpu, _reduce, _vector
+from .. import _cache, _cpu, _reduce, _vector
 from .._runtime import simulator
 
 CHUNK_GPU = 1 << 14      # elements per chunk on a GPU: 2^24 parameters make 1024 chunks, enough to fill an H100
@@ -48,7 +48,7 @@ RING = 64
 
 
 # ---- the decision, from the check pass's totals (host and device alike) ----------------------------------------------
-@njit(inline="always")
+@_cache.njit(inline="always")  # also called from the host (CPU steps)
 def decision(sumsq, nonfinite, check, inv_scale, max_norm):
     """(gscale, skip): skip when a gradient is not finite; else the factor that unscales (``inv_scale`` =
     1 / grad_scale) and clips to the global L2 norm ``max_norm`` (0: no clipping) as ``min(1, c / (norm + 1e-6))``.

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import _cache
 from . import _base
 from .._args import check_real
 
@@ -35,7 +36,7 @@ def _adam_math(dtype, flags):
     amsgrad, maximize, decoupled, l2 = flags
     to = np.dtype(dtype).type
 
-    @njit(inline="always")
+    @_cache.njit(inline="always")  # also called from the host (CPU steps): cached on disk like a loop
     def prepare(host, t, gscale, flag):
         lr, beta1, beta2, eps, wd = host
         step_size = lr / (1.0 - beta1 ** t)          # lr / (1 - b1^t)

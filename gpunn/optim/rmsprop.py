@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import _cache
 from . import _base
 from .._args import check_real
 
@@ -33,7 +34,7 @@ def _rmsprop_math(dtype, flags):
     to = np.dtype(dtype).type
     zero = to(0.0)
 
-    @njit(inline="always")
+    @_cache.njit(inline="always")  # also called from the host (CPU steps): cached on disk like a loop
     def prepare(host, t, gscale, flag):
         lr, alpha, eps, wd, mu = host
         return to(gscale), to(lr), to(alpha), to(1.0 - alpha), to(eps), to(wd), to(mu)

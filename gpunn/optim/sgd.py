@@ -18,6 +18,7 @@ import functools
 import numpy as np
 from numba import njit
 
+from .. import _cache
 from . import _base
 from .._args import check_real
 
@@ -29,7 +30,7 @@ def _sgd_math(dtype, flags):
     use_momentum, nesterov, maximize, l2 = flags
     to = np.dtype(dtype).type
 
-    @njit(inline="always")
+    @_cache.njit(inline="always")  # also called from the host (CPU steps): cached on disk like a loop
     def prepare(host, t, gscale, initialized):
         lr, mu, dampening, wd = host
         first = 1.0 if initialized == 0.0 else 0.0  # the momentum buffer starts as g at the first momentum step
