@@ -16,6 +16,8 @@ from test_optim_reference import Reference
 # In the simulator a chunk is 64 elements and a group runs on up to 2 blocks: 70 and 130 elements give 2 blocks each.
 SHAPES = [((70,), np.float32), ((3,), np.float32), ((130,), np.float64), ((5,), np.float64)]
 KW = dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.01)
+# Adam: the count (bias correction); SGD with momentum: the flag (the first applied step initialises the buffer)
+CONFIGS = [("Adam", KW), ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3))]
 SCALE = 4.0
 STEPS = 6
 SKIPPED = 3  # the step whose float64 gradient holds inf
@@ -46,15 +48,16 @@ def replay(launches):
         kernel(grid, block, 0, *args)
 
 
-def test_replayed_step_matches_eager_steps(rng):
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=[name for name, _ in CONFIGS])
+def test_replayed_step_matches_eager_steps(name, kw, rng):
     p0 = [rng.standard_normal(s).astype(dt) for s, dt in SHAPES]
     steps = gradients(rng)
     buffers = [gpunn.to_device(np.zeros(s, dt)) for s, dt in SHAPES]
     eager_params = [put(p.copy(), "device") for p in p0]
-    eager = optim.Adam(eager_params, **KW)
+    eager = getattr(optim, name)(eager_params, **kw)
     graph_params = [put(p.copy(), "device") for p in p0]
-    graph = optim.Adam(graph_params, **KW)
-    ref = Reference("Adam", p0, **KW)
+    graph = getattr(optim, name)(graph_params, **kw)
+    ref = Reference(name, p0, **kw)
 
     load(buffers, steps[0])
     with _launch.record(arguments=True) as launches:  # the "capture": this call runs step 0 as well
