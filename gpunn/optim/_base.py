@@ -36,7 +36,9 @@ class StepResult:
     """Whether a device step was applied (False: skipped on a non-finite gradient), read when asked.
 
     ``bool(result)`` waits for the step to finish (a synchronisation) and reads its flag; the flag of one step stays
-    readable for the next ``RING`` (64) steps. Compares equal to True or False.
+    readable for the next ``RING`` (64) steps. Compares equal to True or False. A step captured in a CUDA graph
+    writes its flag to the captured call's slot on every replay: a replay gives no result of its own (read
+    ``step_count``, which counts applied replays).
 
     >>> w = gpunn.to_device(np.ones(3, np.float32))
     >>> opt = gpunn.optim.SGD([w], lr=0.1)
@@ -176,7 +178,7 @@ class Optimizer:
         for name, value in hyper.items():
             object.__setattr__(self, name, value)
         self._step, self._flag = 0, 0.0  # host copies (the device keeps its own in the status buffer)
-        self._calls = 0                   # step calls on the device (the status parity and the result ring)
+        self._calls = 0                   # step calls on the device (the result ring)
         self._checked_hp = None
         self._last_grads = None
         self.last_launches = 0
@@ -185,6 +187,8 @@ class Optimizer:
 
             self._status = cuda.to_device(np.zeros(STATUS_RING + RING, np.float64))
             self._status_view = device_array(self._status)
+            self._arrivals = cuda.to_device(np.zeros(1, np.int32))  # blocks of the running step kernel that finished
+            self._arrivals_view = device_array(self._arrivals)
             blocks = sum(g.blocks for g in self._groups)
             self._partials = device_array(cuda.to_device(np.zeros((2, blocks), np.float64)))
 
@@ -239,7 +243,7 @@ class Optimizer:
     def step_count(self) -> int:
         """Steps applied so far (skipped steps do not count). On the device this reads the count back (a sync)."""
         if self.device:
-            return int(self._read_status()[STATUS_COUNT + self._calls % 2])
+            return int(self._read_status()[STATUS_COUNT])
         return self._step
 
     @property
@@ -323,6 +327,10 @@ class Optimizer:
             On the CPU, True if the step was applied, False if it was skipped. On the device the decision is made
             by the kernels, so nothing is read back: a :class:`StepResult` whose ``bool()`` waits for the step and
             reads it (compare it with ``== True``, not ``is True``).
+
+        A device step can be captured in a CUDA graph (PyTorch's ``torch.cuda.graph``) once an eager step with the
+        same gradient arrays has run (it compiles, makes the state and uploads the table of addresses): the step
+        count stays on the device, so each replay advances it.
         """
         hp = self._valid_hyperparams()
         if grad_scale is not None:
@@ -401,15 +409,15 @@ class Optimizer:
                 kernel(group.blocks, block, stream, group.chunks, group.tensors, self._partials, np.int64(first))
                 first += group.blocks
                 launches += 1
-        parity = self._calls % 2
-        for group in self._groups:
+        for position, group in enumerate(self._groups):
             if not check:
                 group.tensor_table([flat[i] for i in group.indices], stream)
             states = [np.int64(group.state_views[s].ptr if uses[s] else 0) for s in range(N_STATE)]
             kernel = _step_kernel(self.MATH(group.dtype, flags), group.dtype, uses, block, len(host))
+            last = position == len(self._groups) - 1  # the step's last kernel commits the count
             kernel(group.blocks, block, stream, group.chunks, group.tensors, *states, host, self._partials,
-                   np.int64(check), float(inv_scale), float(max_norm), self._status_view, np.int64(parity),
-                   np.int64(self._calls % RING))
+                   np.int64(check), float(inv_scale), float(max_norm), self._status_view, self._arrivals_view,
+                   np.int64(last), np.int64(self._calls % RING))
             launches += 1
         self.last_launches = launches
         result = StepResult(self, self._calls)
@@ -470,21 +478,20 @@ class Optimizer:
         """(applied steps, flag), read from the device status on the device."""
         if self.device:
             status = self._read_status()
-            parity = self._calls % 2
-            return int(status[STATUS_COUNT + parity]), float(status[STATUS_FLAG + parity])
+            return int(status[STATUS_COUNT]), float(status[STATUS_FLAG])
         return self._step, self._flag
 
     def _set_counters(self, step, flag):
         self._step, self._flag = int(step), float(flag)
         if self.device:
             status = np.zeros(STATUS_RING + RING, np.float64)
-            parity = self._calls % 2
-            status[STATUS_COUNT + parity] = step
-            status[STATUS_FLAG + parity] = flag
+            status[STATUS_COUNT:STATUS_COUNT + 2] = step  # both slots alike: slot 0 is read, slot 1 rewritten
+            status[STATUS_FLAG:STATUS_FLAG + 2] = flag
             from .._launch import synchronize_stream
 
             synchronize_stream(stream_of(None, self._params[0]))
             self._status.copy_to_device(status)
+            self._arrivals.copy_to_device(np.zeros(1, np.int32))
 
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams().items())

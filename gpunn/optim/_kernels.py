@@ -12,9 +12,11 @@ store; other parameters, and chunk tails, go element by element.
 The step's *decision* stays on the device: the check pass (with ``grad_scale`` or ``max_grad_norm``) leaves float64
 block partials of the gradients' sum of squares and count of non-finite values; every block of the step kernel sums
 them in the same fixed order and derives the same ``gscale`` (unscale and clip) or skip. The applied-step count and
-the optimizer's one flag (SGD: momentum initialised) live in a small status buffer, double-buffered by the parity of
-the host's step calls so that no block reads what another writes; a ring of skip flags lets ``step()`` return a
-lazy result. So a step reads nothing back: no synchronisation.
+the optimizer's one flag (SGD: momentum initialised) live in a small status buffer, twice: every block reads slot 0,
+block 0 writes the next values to slot 1, and the last block of the step's last kernel to finish (an atomic counter
+of arrived blocks) copies slot 1 to slot 0. No launch argument changes from step to step but the ring index, so a
+step can be captured in a CUDA graph and replayed; a ring of skip flags lets ``step()`` return a lazy result. So a
+step reads nothing back: no synchronisation.
 
 **CPU.** The same scalar math in ``numba.njit`` loops, one pass per parameter, the state flags compile-time
 constants (a conditional load or store keeps LLVM from vectorising); the check pass sums fixed 65,536-element chunks
@@ -41,8 +43,8 @@ THREADS_SIM = 8          # threads per block in the simulator (each is a Python 
 MAX_REGISTERS = {"float32": 80, "float64": 96}
 F64_MAX = float(np.finfo(np.float64).max)
 
-# The status buffer (float64): the applied-step count and the optimizer's flag, each twice (read [parity], write
-# [1 - parity]), then RING skip flags (step call k writes [STATUS_RING + k % RING]).
+# The status buffer (float64): the applied-step count and the optimizer's flag, each twice (read [0], write [1], the
+# step's last block copies [1] to [0]), then RING skip flags (step call k writes [STATUS_RING + k % RING]).
 STATUS_COUNT, STATUS_FLAG, STATUS_RING = 0, 2, 4
 RING = 64
 
@@ -120,27 +122,27 @@ def step_dispatcher(math_fns, dtype, uses, block):
     # of Adam's 4-5 arrays would need more registers than MAX_REGISTERS
     vectors = 2 if 2 + sum(uses) < 4 else 1
 
-    @cuda.jit(**({} if simulator() else {"max_registers": MAX_REGISTERS[dtype.name]}))
-    def _optim_step_kernel(chunks, tensors, s0, s1, s2, host, partials, check, inv_scale, max_norm, status, parity,
-                           ring):
+    @cuda.jit(device=True, inline="always")
+    def finish(status, arrivals, commit):
+        """The block arrives; the grid's last block to arrive copies slot 1 (the next count and flag) into slot 0 if
+        ``commit`` (the step's last kernel) and re-arms ``arrivals`` for the next kernel. Every block read slot 0
+        before it arrived, so the copy races with no reader, and nothing here depends on the host's call count: a
+        CUDA graph's replay advances the count."""
+        cuda.syncthreads()  # the block's work done
+        if cuda.threadIdx.x == 0:
+            cuda.threadfence()  # block 0's slot-1 write is visible before it arrives
+            arrived = cuda.atomic.add(arrivals, 0, 1)
+            if arrived == cuda.gridDim.x - 1:
+                cuda.threadfence()  # after every arrival: see what the other blocks wrote before theirs
+                if commit:
+                    status[STATUS_COUNT] = status[STATUS_COUNT + 1]
+                    status[STATUS_FLAG] = status[STATUS_FLAG + 1]
+                arrivals[0] = 0
+
+    @cuda.jit(device=True, inline="always")
+    def update_chunks(chunks, tensors, s0, s1, s2, k):
+        """This block's chunks, updated with the step's scalars ``k`` (in the parameter dtype)."""
         tid = cuda.threadIdx.x
-        sq = float64(0.0)
-        bad = float64(0.0)
-        for j in range(tid, partials.shape[1], block):  # every block: the same partials in the same order
-            sq += partials[0, j]
-            bad += partials[1, j]
-        sq = block_sum(sq)
-        bad = block_sum(bad)
-        gscale, skip = decision(sq, bad, check, inv_scale, max_norm)
-        count = status[STATUS_COUNT + parity]
-        flag = status[STATUS_FLAG + parity]
-        if cuda.blockIdx.x == 0 and tid == 0:
-            status[STATUS_COUNT + 1 - parity] = count if skip else count + 1.0
-            status[STATUS_FLAG + 1 - parity] = flag if skip or not use0 else 1.0
-            status[STATUS_RING + ring] = 1.0 if skip else 0.0
-        if skip:
-            return
-        k = prepare(host, count + 1.0, gscale, flag)  # the step's scalars, in the parameter dtype
         for c in range(int64(cuda.blockIdx.x), chunks.shape[0], int64(cuda.gridDim.x)):
             t = chunks[c, 0]
             start = chunks[c, 1] * itemsize
@@ -209,6 +211,28 @@ def step_dispatcher(math_fns, dtype, uses, block):
                         if use2:
                             scatter(d, j, n, r1[3])
 
+    @cuda.jit(**({} if simulator() else {"max_registers": MAX_REGISTERS[dtype.name]}))
+    def _optim_step_kernel(chunks, tensors, s0, s1, s2, host, partials, check, inv_scale, max_norm, status, arrivals,
+                           commit, ring):
+        tid = cuda.threadIdx.x
+        sq = float64(0.0)
+        bad = float64(0.0)
+        for j in range(tid, partials.shape[1], block):  # every block: the same partials in the same order
+            sq += partials[0, j]
+            bad += partials[1, j]
+        sq = block_sum(sq)
+        bad = block_sum(bad)
+        gscale, skip = decision(sq, bad, check, inv_scale, max_norm)
+        count = status[STATUS_COUNT]  # every block reads slot 0 before it arrives (see finish)
+        flag = status[STATUS_FLAG]
+        if cuda.blockIdx.x == 0 and tid == 0:
+            status[STATUS_COUNT + 1] = count if skip else count + 1.0
+            status[STATUS_FLAG + 1] = flag if skip or not use0 else 1.0
+            status[STATUS_RING + ring] = 1.0 if skip else 0.0
+        if not skip:  # a skipped step still arrives: no return before finish
+            update_chunks(chunks, tensors, s0, s1, s2, prepare(host, count + 1.0, gscale, flag))
+        finish(status, arrivals, commit)
+
     return _optim_step_kernel
 
 
@@ -260,7 +284,7 @@ def check_dispatcher(dtype, block):
 
 def step_signature(dtype, n_host) -> str:
     return (f"void(int64[:, ::1], int64[:, ::1], int64, int64, int64, UniTuple(float64, {n_host}), "
-            f"float64[:, ::1], int64, float64, float64, float64[::1], int64, int64)")
+            f"float64[:, ::1], int64, float64, float64, float64[::1], int32[::1], int64, int64)")
 
 
 def check_signature(dtype) -> str:
