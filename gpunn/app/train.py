@@ -144,9 +144,11 @@ def _train(cfg, progress, stream, world):
             outs.append(out_host)
             if cfg.task == "classification":
                 good += float(np.sum(np.argmax(out_host, axis=1) == y_host[lo:hi]))
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{good / seen:.3f}", refresh=False)
-            else:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+            if progress:  # formatting the postfix costs as much as a small batch's math: only for a shown bar
+                postfix = {"loss": f"{loss_sum / seen:.4f}"}
+                if cfg.task == "classification":
+                    postfix["acc"] = f"{good / seen:.3f}"
+                bar.set_postfix(postfix, refresh=False)
             bar.update(1)
         train_loss = loss_sum / max(seen, 1)
         train_metric = _metric(cfg.task, np.concatenate(outs), y_host) if outs else float("nan")
