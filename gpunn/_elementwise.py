@@ -237,6 +237,6 @@ def register(name, forward_math, backward_math):
     from . import _registry
 
     _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt), np.dtype(dt))[0],
-                         SIGNATURES[1].format)
+                         SIGNATURES[1].format, vector_loads=True)
     _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt), np.dtype(dt))[0],
-                         SIGNATURES[2].format)
+                         SIGNATURES[2].format, vector_loads=True)

@@ -18,20 +18,21 @@ class KernelSpec:
     signature: str             # e.g. "void(float32[::1], float32, float32, float32[::1])"
     dtype: str                 # "float32" or "float64": the data precision (float32 kernels must have no f64 math)
     f64_accumulator: bool = False  # True for reductions that accumulate in float64 on purpose (_reduce.py)
+    vector_loads: bool = False     # True for kernels designed around 128-bit loads (its float32 SASS must have them)
 
 
 KERNELS: list[KernelSpec] = []
 
 
-def register(name, build, signature, dtype, f64_accumulator=False):
-    KERNELS.append(KernelSpec(name, build, signature, dtype, f64_accumulator))
+def register(name, build, signature, dtype, f64_accumulator=False, vector_loads=False):
+    KERNELS.append(KernelSpec(name, build, signature, dtype, f64_accumulator, vector_loads))
 
 
-def for_dtypes(name, build_for_dtype, signature_for_dtype, f64_accumulator=False):
+def for_dtypes(name, build_for_dtype, signature_for_dtype, f64_accumulator=False, vector_loads=False):
     """Register one kernel for float32 and float64. ``signature_for_dtype("float32")`` gives the signature;
     ``build_for_dtype(np.dtype)`` gives the dispatcher."""
     import numpy as np
 
     for dt in ("float32", "float64"):
         register(f"{name}[{dt}]", (lambda d=dt: build_for_dtype(np.dtype(d))), signature_for_dtype(dt), dt,
-                 f64_accumulator)
+                 f64_accumulator, vector_loads)

@@ -1,9 +1,12 @@
 """The kernel build check (gpunn/buildcheck.py, ``gpunn kernels``).
 
-Every registered kernel must compile to PTX for sm_80 and sm_90, link to SASS with nvJitLink, spill 0 bytes, and (the
-float32 kernels) contain no float64 instruction. Then the checker itself: it must flag a float32 kernel with a float64
-literal, report local memory and spills, ignore register names that merely look like ``f64``, and exit 2 with one line
-when the toolchain is missing.
+Every registered kernel must compile to PTX for sm_80 and sm_90, link to SASS with nvJitLink, spill 0 bytes, (the
+float32 kernels) contain no float64 instruction, and meet the SASS rules (128-bit loads in the vectorised float32
+kernels, 50% occupancy on sm_90) unless listed in KNOWN_OFFENDERS, where every entry must still fail its rule. Then
+the checker itself: it must flag a float32 kernel with a float64 literal, report local memory and spills, find the
+128-bit loads of real kernels in their SASS, flag a vectorised kernel without them, tell known offenders from new
+and stale ones, write cubins and SASS with --output, ignore register names that merely look like ``f64``, and exit 2
+with one line when the toolchain is missing. (tests/test_sass.py tests the SASS reader on hand-written SASS.)
 
 The compiles need the real CUDA target, which the simulator replaces (tests/conftest.py switches it on), so they run
 in child processes with ``NUMBA_ENABLE_CUDASIM=0``; they compile, nothing is launched, no GPU is needed. The parser
@@ -53,7 +56,8 @@ def _compile_children():
     with open(script, "w") as f:
         f.write(BAD_KERNELS)
     argv = ["-m", "gpunn", "kernels", "--json", "--cc", "80", "90", "--jobs", "2"] + ([] if FULL else ["--quick"])
-    return {"registered": _start(argv), "bad": _start([script])}
+    output = os.path.join(os.path.dirname(script), "output")
+    return {"registered": _start(argv), "bad": _start([script, output]), "output": output}
 
 
 FULL = os.environ.get("GPUNN_BUILDCHECK_QUICK", "") in ("", "0")
@@ -127,13 +131,37 @@ def test_float32_kernels_have_no_float64_math(full_report):
     assert any(r["f64_ok"] is True for r in full_report["rows"])
 
 
+def _verdicts(full_report, kind):
+    return [(r["name"], r["cc"], r["rules"][kind]) for r in full_report["rows"] if r["rules"][kind]]
+
+
+def test_sass_rules_hold_but_for_known_offenders(full_report):
+    new = _verdicts(full_report, "new")
+    assert not new, (f"{len(new)} builds break a SASS rule (gpunn/buildcheck.py; fix the kernel, or list it in "
+                     "KNOWN_OFFENDERS with why):\n" + "\n".join(map(str, new[:20])))
+    # the rules did run: vectorised float32 kernels were checked for 128-bit loads, and float32 occupancy at sm_90
+    checked = [r for r in full_report["rows"] if r["dtype"] == "float32" and r["vector_loads"]]
+    assert checked and all(r["sass"]["loads"].get("128") for r in checked)
+    assert any(r["occupancy"] is not None and r["cc"] == "sm_90" for r in full_report["rows"])
+
+
+def test_known_offenders_still_offend(full_report):
+    stale = _verdicts(full_report, "stale")
+    assert not stale, "KNOWN_OFFENDERS entries to delete or fix:\n" + "\n".join(map(str, stale[:20]))
+    if FULL:  # every entry names kernels that exist, and each still breaks its rule somewhere
+        for offender in buildcheck.KNOWN_OFFENDERS:
+            known = [r for r in full_report["rows"] if buildcheck.name_matches(offender.pattern, r["name"])
+                     and offender.rule in r["rules"]["known"]]
+            assert known, f"KNOWN_OFFENDERS entry {offender.pattern!r} ({offender.rule}) matches no offending build"
+
+
 def test_check_passes_overall(full_report):
     assert full_report["ok"] and full_report["returncode"] == 0, full_report["summary"]
 
 
 # ---- the checker can fail ------------------------------------------------------------------------------------------
 BAD_KERNELS = textwrap.dedent('''
-    import json, sys
+    import dataclasses, json, sys
     from numba import cuda, float32, int64
     from gpunn import _registry, buildcheck
     from gpunn._registry import KernelSpec
@@ -178,7 +206,13 @@ BAD_KERNELS = textwrap.dedent('''
 
     hungry_free = cuda.jit(hungry_kernel.py_func)  # the same code with no register limit
 
+    @cuda.jit
+    def scalar_copy_kernel(x, out):              # 32-bit loads only
+        for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
+            out[i] = x[i]
+
     sig32 = "void(float32[::1], float32[::1])"
+    real = {s.name: s for s in buildcheck.collect()[0]}
     specs = [
         KernelSpec("literal[float32]", lambda: literal_kernel, sig32, "float32"),
         KernelSpec("literal[float64]", lambda: literal_kernel, "void(float64[::1], float64[::1])", "float64"),
@@ -187,19 +221,26 @@ BAD_KERNELS = textwrap.dedent('''
         KernelSpec("hungry[float32]", lambda: hungry_kernel, sig32, "float32"),
         KernelSpec("hungry_free[float32]", lambda: hungry_free, sig32, "float32"),
         KernelSpec("wrong_signature[float32]", lambda: literal_kernel, "void(float32[::1])", "float32"),
+        KernelSpec("scalar_copy[float32]", lambda: scalar_copy_kernel, sig32, "float32", vector_loads=True),
+        real["relu_forward[float32]"], real["sgd_step[1,1,1,1][float32]"],
     ]
+    # the optimizer step (every option on: 80 registers) is a known offender; relu, listed too, meets the rule: stale
+    offenders = (buildcheck.KnownOffender("sgd_step[1,1,1,1][float32]", "occupancy", 0.375, "test"),
+                 buildcheck.KnownOffender("relu_forward[float32]", "occupancy", 0.5, "test: stale"))
     try:
-        report = buildcheck.run(((8, 0), (9, 0)), specs=specs)
+        report = buildcheck.run(((8, 0), (9, 0)), specs=specs, offenders=offenders)
     except buildcheck.ToolchainError as exc:
         print(f"toolchain missing: {exc}", file=sys.stderr)
         sys.exit(2)
+    sgd = next(r for r in report.rows if r.name == "sgd_step[1,1,1,1][float32]" and r.cc == (9, 0))
+    sgd_unlisted = dataclasses.replace(sgd, offenders=()).problems  # the same build, not listed
 
     # the same through the command: register one bad kernel, the CLI must exit 1
     from gpunn import cli
     _registry.register("zz_test_literal[float32]", lambda: literal_kernel, sig32, "float32")
     sys.stdout.flush()
-    rc = cli.main(["kernels", "--filter", "zz_test_literal", "--cc", "90"])
-    print("\\n@@" + json.dumps({"report": report.as_dict(), "cli_rc": rc}))
+    rc = cli.main(["kernels", "--filter", "zz_test_literal", "--cc", "90", "--output", sys.argv[1]])
+    print("\\n@@" + json.dumps({"report": report.as_dict(), "cli_rc": rc, "sgd_unlisted": sgd_unlisted}))
 ''')
 
 
@@ -211,6 +252,7 @@ def bad_report():
     table, payload = result.stdout.rsplit("\n@@", 1)
     data = json.loads(payload)
     data["table"] = table
+    data["output"] = _compile_children()["output"]
     data["rows"] = {(r["name"], r["cc"]): r for r in data["report"]["rows"]}
     return data
 
@@ -255,6 +297,51 @@ def test_a_kernel_that_does_not_compile_is_a_failing_row(bad_report, cc):
     assert "not compiled" in bad_report["report"]["summary"]
 
 
+@pytest.mark.parametrize("cc", TARGETS)
+def test_real_kernels_load_128_bits_at_a_time(bad_report, cc):
+    for name in ("relu_forward[float32]", "sgd_step[1,1,1,1][float32]"):
+        row = bad_report["rows"][(name, cc)]
+        assert row["error"] is None and row["sass"]["loads"].get("128", 0) >= 1, (name, row["sass"])
+        loop = row["sass"]["main_loop"]
+        assert loop["loads"].get("128", 0) >= 1 and loop["instructions"] > 0, (name, loop)
+        if name.startswith("relu"):
+            assert row["sass"]["f64"] == 0  # the optimizer accumulates in float64 on purpose
+        assert row["blocks_per_sm"] >= 1 and 0 < row["occupancy"] <= 1 and row["shared_bytes"] is not None
+
+
+@pytest.mark.parametrize("cc", TARGETS)
+def test_vectorised_kernel_without_128_bit_loads_fails(bad_report, cc):
+    row = bad_report["rows"][("scalar_copy[float32]", cc)]
+    assert row["sass"]["loads"].get("128", 0) == 0 and row["sass"]["loads"]["32"] >= 1
+    assert not row["ok"] and row["problems"] == ["no 128-bit global load (LDG.E.128)"]
+    assert "2 without 128-bit loads" in bad_report["report"]["summary"]
+
+
+def test_known_offender_new_and_stale(bad_report):
+    sgd = bad_report["rows"][("sgd_step[1,1,1,1][float32]", "sm_90")]
+    assert sgd["occupancy"] < 0.5 and sgd["ok"], sgd  # listed: KNOWN, not failing
+    assert sgd["known"] and sgd["known"][0].startswith("occupancy") and "occupancy" in sgd["rules"]["known"]
+    assert any("occupancy" in p and "< 50%" in p for p in bad_report["sgd_unlisted"])  # not listed: failing
+    assert bad_report["rows"][("sgd_step[1,1,1,1][float32]", "sm_80")]["ok"]  # the occupancy rule is sm_90's
+    relu = bad_report["rows"][("relu_forward[float32]", "sm_90")]  # listed, but meets the rule: the entry is stale
+    assert not relu["ok"] and "delete KNOWN_OFFENDERS entry" in relu["problems"][0]
+    assert "1 against a stale KNOWN_OFFENDERS entry" in bad_report["report"]["summary"]
+    assert "1 known offenders (KNOWN)" in bad_report["report"]["summary"]
+    assert bad_report["rows"][("relu_forward[float32]", "sm_80")]["ok"]
+
+
+def test_output_writes_cubin_and_sass(bad_report):
+    output = bad_report["output"]
+    stem = os.path.join(output, "zz_test_literal.float32.sm_90")
+    with open(stem + ".cubin", "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    with open(stem + ".sass") as f:
+        sass = f.read()
+    assert "Function : " in sass and "LDG.E" in sass and "STG.E" in sass
+    with open(os.path.join(output, "report.json")) as f:
+        assert [r["name"] for r in json.load(f)["rows"]] == ["zz_test_literal[float32]"]
+
+
 def test_report_fails_and_cli_exits_1(bad_report):
     report = bad_report["report"]
     assert not report["ok"] and "FAILED" in report["summary"]
@@ -266,14 +353,17 @@ def test_report_fails_and_cli_exits_1(bad_report):
 BREAK_NVJITLINK = ("from cuda.bindings import nvjitlink\n"
                    "def create(*args): raise RuntimeError('libnvJitLink.so.13 not found')\n"
                    "nvjitlink.create = create\n")
+BREAK_NVDISASM = ("from gpunn import _sass\n"
+                  "def tool(name='nvdisasm'): raise _sass.ToolMissing('nvdisasm not found')\n"
+                  "_sass.tool = tool\n")
 BREAK_NVVM = ("from numba import cuda\n"
               "from numba.cuda.cudadrv.error import NvvmSupportError\n"
               "def compile_ptx(*args, **kwargs): raise NvvmSupportError('libNVVM cannot be found')\n"
               "cuda.compile_ptx = compile_ptx\n")
 
 
-@pytest.mark.parametrize("patch, word", [(BREAK_NVJITLINK, "nvJitLink"), (BREAK_NVVM, "NVVM")],
-                         ids=["nvjitlink", "nvvm"])
+@pytest.mark.parametrize("patch, word", [(BREAK_NVJITLINK, "nvJitLink"), (BREAK_NVVM, "NVVM"),
+                                         (BREAK_NVDISASM, "nvdisasm")], ids=["nvjitlink", "nvvm", "nvdisasm"])
 def test_missing_toolchain_exits_2_with_one_line(patch, word):
     code = "import sys\n" + patch + "from gpunn import cli; sys.exit(cli.main(['kernels']))"
     result = _child(["-c", code], timeout=120)
@@ -310,16 +400,18 @@ ptxas info    : Function properties for helper
 ptxas         .     8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads
 ptxas info    : Function properties for k
 ptxas         .     24 bytes stack frame, 16 bytes spill stores, 12 bytes spill loads
-ptxas info    : Used 16 registers, used 0 barriers, 24 bytes cumulative stack size
+ptxas info    : Used 16 registers, used 0 barriers, 24 bytes cumulative stack size, 1024 bytes smem
 info    : Function properties for 'k':
-info    : used 18 registers, used 1 barriers, 32 stack, 0 bytes smem, 360 bytes cmem[0], 24 bytes lmem
+info    : used 18 registers, used 1 barriers, 32 stack, 2048 bytes smem, 360 bytes cmem[0], 24 bytes lmem
 """
 
 
 def test_log_parser_sums_spills_and_takes_the_linked_registers():
-    assert buildcheck.parse_log(LOG) == {"registers": 18, "spill_stores": 20, "spill_loads": 16, "local_bytes": 32}
+    assert buildcheck.parse_log(LOG) == {"registers": 18, "shared_bytes": 2048, "spill_stores": 20, "spill_loads": 16,
+                                         "local_bytes": 32}
     ptxas_only = LOG.split("\ninfo    :")[0]
     assert buildcheck.parse_log(ptxas_only)["registers"] == 16
+    assert buildcheck.parse_log(ptxas_only)["shared_bytes"] == 1024
     with pytest.raises(RuntimeError, match="no resource report"):
         buildcheck.parse_log("info : nothing here")
 

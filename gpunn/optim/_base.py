@@ -565,14 +565,14 @@ def register_step(name, math_for, n_host, variants):
         _registry.for_dtypes(f"{name}_step{suffix}",
                              lambda dt, flags=flags, uses=uses: _kernels.step_dispatcher(
                                  math_for(np.dtype(dt), flags), np.dtype(dt), uses, 256),
-                             lambda dt: _kernels.step_signature(dt, n_host), f64_accumulator=True)
+                             lambda dt: _kernels.step_signature(dt, n_host), f64_accumulator=True, vector_loads=True)
 
 
 def _register_check():
     from .. import _registry
 
     _registry.for_dtypes("optim_grad_sum", lambda dt: _kernels.check_dispatcher(np.dtype(dt), 256),
-                         _kernels.check_signature, f64_accumulator=True)
+                         _kernels.check_signature, f64_accumulator=True, vector_loads=True)
 
 
 _register_check()
