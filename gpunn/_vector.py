@@ -2,7 +2,8 @@
 over a raw device address. Each comes as an LLVM intrinsic for compiled code (CUDA kernels, and CPU loops, where the
 tests exercise the same IR) and as a plain Python function for Numba's CUDA simulator, which runs kernels as Python.
 
-* ``load(a, i)`` returns the ``W = 16 // itemsize`` elements ``a[i:i + W]`` as a tuple (float32: 4, float64: 2) read
+* ``load(a, i)`` returns the ``W = 16 // itemsize`` elements ``a[i:i + W]`` as a tuple (float32: 4, float64: 2, the
+  uint16 storage of float16/bfloat16: 8) read
   by one 128-bit load (``ld.global.v4.f32`` / ``v2.f64``, SASS ``LDG.E.128``); ``store(a, i, values)`` writes them
   with one 128-bit store. ``a`` must be C-contiguous and ``&a[i]`` 16-byte aligned: the caller peels a scalar head
   (:func:`head`) so that this holds.
@@ -59,9 +60,14 @@ def _vector_type(context, dtype):
     return ir.VectorType(context.get_data_type(dtype), ALIGN // context.get_abi_sizeof(context.get_data_type(dtype)))
 
 
+def _vector_element(dtype) -> bool:
+    """Element types with 128-bit vector access: floats, and the uint16 storage of half floats."""
+    return isinstance(dtype, types.Float) or dtype == types.uint16
+
+
 @intrinsic
 def _load(typingctx, a, i):
-    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
+    if not (isinstance(a, types.Array) and a.layout == "C" and _vector_element(a.dtype)):
         return None
     n = 16 // (a.dtype.bitwidth // 8)
     result = types.UniTuple(a.dtype, n)
@@ -78,7 +84,7 @@ def _load(typingctx, a, i):
 
 @intrinsic
 def _store(typingctx, a, i, values):
-    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)
+    if not (isinstance(a, types.Array) and a.layout == "C" and _vector_element(a.dtype)
             and isinstance(values, types.UniTuple) and values.dtype == a.dtype
             and values.count == 16 // (a.dtype.bitwidth // 8)):
         return None
@@ -98,7 +104,7 @@ def _store(typingctx, a, i, values):
 
 @intrinsic
 def _address_array(typingctx, address, n, like):
-    if not isinstance(like, types.Float):
+    if not isinstance(like, (types.Float, types.Integer)):
         return None
     aryty = types.Array(like, 1, "C")
 
@@ -132,7 +138,8 @@ def _sim_store(a, i, values):
         a[i + k] = v
 
 
-_CTYPES = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+_CTYPES = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
+           np.dtype(np.uint16): ctypes.c_uint16, np.dtype(np.uint8): ctypes.c_uint8}
 
 
 def _sim_address_array(address, n, like):

@@ -5,7 +5,8 @@ For each :class:`gpunn._registry.KernelSpec` and each target compute capability 
 1. ``numba.cuda.compile_ptx(kernel, signature, cc=...)`` turns the kernel into PTX (NVVM, no driver needed);
 2. nvJitLink (``cuda.bindings.nvjitlink``, ``-arch=sm_XX -verbose``) assembles and links that PTX to SASS, and its
    info log gives the registers, the spill stores/loads and the local memory (stack frame, ``lmem``);
-3. the PTX of a float32 kernel (``dtype == "float32"`` and not ``f64_accumulator``) is scanned for float64
+3. the PTX of a float32 kernel (``dtype`` float32, float16 or bfloat16: their math is float32; not
+   ``f64_accumulator``) is scanned for float64
    instructions: a stray Python float literal (``x * 0.1``) silently promotes float32 math to float64, which runs
    at 1/64 of the float32 rate on consumer GPUs (1/2 on A100/H100, plus two conversions per value) and is invisible
    in the simulator. Accumulator kernels (``f64_accumulator=True``) are exempt; their float64 opcodes are listed.
@@ -321,7 +322,8 @@ def f64_instructions(ptx: str) -> list[str]:
 
 
 def check_spec(spec, cc) -> Row:
-    row = Row(spec.name, tuple(cc), f64_accumulator=spec.f64_accumulator and spec.dtype == "float32")
+    single = spec.dtype != "float64"  # float32 math: float32, float16 and bfloat16 kernels
+    row = Row(spec.name, tuple(cc), f64_accumulator=spec.f64_accumulator and single)
     start = time.perf_counter()
     try:
         kernel = spec.build()
@@ -329,7 +331,7 @@ def check_spec(spec, cc) -> Row:
         max_registers = getattr(kernel, "targetoptions", {}).get("max_registers")  # as the driver would apply it
         options = [f"-maxrregcount={max_registers}"] if max_registers else []
         row.__dict__.update(parse_log(link(ptx, cc, options)))
-        if spec.dtype == "float32":
+        if single:
             row.f64_instructions = tuple(f64_instructions(ptx))  # listed for accumulators too, for the reader
             row.f64_ok = None if spec.f64_accumulator else not row.f64_instructions
     except ToolchainError:
