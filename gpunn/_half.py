@@ -206,13 +206,20 @@ def kernel_load(p: Precision):
     """``p.load`` as a CUDA kernel should call it. In the simulator a kernel runs as Python and a compiled load's
     float32 result comes back as a Python float (float64): the math after it would then be typed float64 (and the
     float32-only helpers of gpunn/activations/_vecmath.py would not type at all), so there it is cast back to
-    float32. Compiled kernels get ``p.load`` itself."""
+    float32; for float32/float64 the simulator gets a plain Python identity (the compiled one would turn a NumPy
+    float32 element into a Python float the same way). Compiled kernels get ``p.load`` itself."""
     from ._runtime import simulator
 
-    if not p.half or not simulator():
+    if not simulator():
         return p.load
+    if not p.half:
+        return _python_identity
     load, compute = p.load, p.compute.type
     return lambda bits: compute(load(bits))
+
+
+def _python_identity(x):
+    return x
 
 
 def signature_names(dtype) -> dict:

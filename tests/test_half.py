@@ -323,3 +323,40 @@ def test_half_kernels_are_registered_with_uint16_storage():
             spec = specs[f"{name}[{dt}]"]
             assert spec.dtype == dt and "uint16[::1]" in spec.signature and "float64" not in spec.signature.replace(
                 "float64[:, ::1]", ""), spec
+
+
+# ---- the conversions themselves (gpunn/_half.py), over every 16-bit pattern --------------------------------------------
+def _convert(fn, values):
+    from numba import njit
+
+    @njit
+    def run(a, out):
+        for i in range(a.size):
+            out[i] = fn(a[i])
+
+    out = np.empty(values.size, np.float32 if values.dtype == np.uint16 else np.uint16)
+    run(values, out)
+    return out
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_conversions_match_numpy_and_ml_dtypes(dtype, rng):
+    """load: every bit pattern widens exactly (NaN to NaN); store: float32 values (every half and the midpoints
+    between neighbours: the ties; random bits; inf, NaN, overflow) round to nearest even as NumPy/ml_dtypes do."""
+    from gpunn import _half
+
+    p = _half.precision(dtype)
+    bits = np.arange(2**16, dtype=np.uint16)
+    wide = _convert(p.load, bits)
+    want = bits.view(dtype).astype(np.float32)
+    assert np.array_equal(wide, want, equal_nan=True)
+    finite = np.sort(want[np.isfinite(want)].astype(np.float64))
+    ties = ((finite[:-1] + finite[1:]) / 2).astype(np.float32)  # exact in float32: one more mantissa bit
+    noise = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate([want, ties, noise, np.float32([np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, 65520.0])])
+    stored = _convert(p.store, values)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(dtype)
+    nan = np.isnan(values)
+    assert np.isnan(stored.view(dtype)[nan].astype(np.float32)).all()
+    assert np.array_equal(stored[~nan], expected.view(np.uint16)[~nan])
