@@ -60,6 +60,39 @@ def _vector_type(context, dtype):
     return ir.VectorType(context.get_data_type(dtype), ALIGN // context.get_abi_sizeof(context.get_data_type(dtype)))
 
 
+def _load_lanes(builder, ptr, vec_t):
+    """The lanes of the 128-bit vector at ``ptr``. 8 x 16-bit lanes are loaded as 4 x i32 and split with shifts:
+    NVPTX turns an 8 x i16 access (or a bitcast of one) into two 64-bit ``v4.u16`` accesses."""
+    i32 = ir.IntType(32)
+    if vec_t.count != 8:
+        vec = builder.load(builder.bitcast(ptr, vec_t.as_pointer()), align=ALIGN)
+        return [builder.extract_element(vec, ir.Constant(i32, k)) for k in range(vec_t.count)]
+    words = builder.load(builder.bitcast(ptr, ir.VectorType(i32, 4).as_pointer()), align=ALIGN)
+    lanes = []
+    for k in range(4):
+        word = builder.extract_element(words, ir.Constant(i32, k))
+        lanes += [builder.trunc(word, vec_t.element), builder.trunc(builder.lshr(word, ir.Constant(i32, 16)),
+                                                                    vec_t.element)]  # little endian: low half first
+    return lanes
+
+
+def _store_lanes(builder, ptr, vec_t, lanes):
+    """Store ``lanes`` as one 128-bit vector at ``ptr`` (8 x 16-bit lanes packed into 4 x i32, as in _load_lanes)."""
+    i32 = ir.IntType(32)
+    if vec_t.count != 8:
+        vec = ir.Constant(vec_t, ir.Undefined)
+        for k, lane in enumerate(lanes):
+            vec = builder.insert_element(vec, lane, ir.Constant(i32, k))
+        builder.store(vec, builder.bitcast(ptr, vec_t.as_pointer()), align=ALIGN)
+        return
+    words = ir.Constant(ir.VectorType(i32, 4), ir.Undefined)
+    for k in range(4):
+        lo, hi = builder.zext(lanes[2 * k], i32), builder.zext(lanes[2 * k + 1], i32)
+        words = builder.insert_element(words, builder.or_(lo, builder.shl(hi, ir.Constant(i32, 16))),
+                                       ir.Constant(i32, k))
+    builder.store(words, builder.bitcast(ptr, ir.VectorType(i32, 4).as_pointer()), align=ALIGN)
+
+
 def _vector_element(dtype) -> bool:
     """Element types with 128-bit vector access: floats, and the uint16 storage of half floats."""
     return isinstance(dtype, types.Float) or dtype == types.uint16
@@ -73,10 +106,8 @@ def _load(typingctx, a, i):
     result = types.UniTuple(a.dtype, n)
 
     def codegen(context, builder, sig, args):
-        vec_t = _vector_type(context, a.dtype)
-        ptr = builder.bitcast(_element_pointer(context, builder, a, args[0], args[1]), vec_t.as_pointer())
-        vec = builder.load(ptr, align=ALIGN)
-        items = [builder.extract_element(vec, ir.Constant(ir.IntType(32), k)) for k in range(n)]
+        ptr = _element_pointer(context, builder, a, args[0], args[1])
+        items = _load_lanes(builder, ptr, _vector_type(context, a.dtype))
         return context.make_tuple(builder, result, items)
 
     return result(a, i), codegen
@@ -91,12 +122,9 @@ def _store(typingctx, a, i, values):
     n = values.count
 
     def codegen(context, builder, sig, args):
-        vec_t = _vector_type(context, a.dtype)
-        vec = ir.Constant(vec_t, ir.Undefined)
-        for k in range(n):
-            vec = builder.insert_element(vec, builder.extract_value(args[2], k), ir.Constant(ir.IntType(32), k))
-        ptr = builder.bitcast(_element_pointer(context, builder, a, args[0], args[1]), vec_t.as_pointer())
-        builder.store(vec, ptr, align=ALIGN)
+        lanes = [builder.extract_value(args[2], k) for k in range(n)]
+        ptr = _element_pointer(context, builder, a, args[0], args[1])
+        _store_lanes(builder, ptr, _vector_type(context, a.dtype), lanes)
         return context.get_dummy_value()
 
     return types.void(a, i, values), codegen

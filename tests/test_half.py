@@ -360,3 +360,22 @@ def test_conversions_match_numpy_and_ml_dtypes(dtype, rng):
     nan = np.isnan(values)
     assert np.isnan(stored.view(dtype)[nan].astype(np.float32)).all()
     assert np.array_equal(stored[~nan], expected.view(np.uint16)[~nan])
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("offset", [0, 1, 7])
+def test_device_kernels_at_every_alignment(dtype, offset, rng):
+    """x, dy and out start ``offset`` halves past a 16-byte boundary: the kernels' scalar head, 8-lane vectors and
+    tail; nothing outside the output is written."""
+    if gpunn.mode() == "cpu":
+        pytest.skip("no GPU and the simulator is off")
+    n = 67
+    x = _half(rng.standard_normal(n + 8), dtype)
+    dy = _half(rng.standard_normal(n + 8), dtype)
+    base_out = put(np.full(n + 8, np.nan, np.float32).astype(dtype), "device")
+    xs, dys, out = (a[offset:offset + n] for a in (put(x, "device"), put(dy, "device"), base_out))
+    x64, dy64 = x[offset:offset + n].astype(np.float64), dy[offset:offset + n].astype(np.float64)
+    gpunn.leaky_relu_backward(dys, xs, 0.25, out=out)
+    _check(out, np.where(x64 > 0, dy64, 0.25 * dy64), dtype, "leaky_relu_backward")
+    untouched = np.delete(np.asarray(get(base_out)).astype(np.float32), np.arange(offset, offset + n))
+    assert np.isnan(untouched).all(), "a kernel wrote outside its array"
