@@ -112,7 +112,7 @@ def hinge_loss(input, target, margin=1.0, reduction="mean", *, out=None, stream=
     .. math:: \ell_i = \max(0,\ m - t_i x_i), \quad t_i \in \{-1, +1\}
 
     Args:
-        input: scores, float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: scores, float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: labels, exactly -1 or +1, same shape, kind and dtype as ``input`` (else ValueError naming target).
         margin: a finite number (default 1).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.

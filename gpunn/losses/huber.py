@@ -86,7 +86,7 @@ def huber_loss(input, target, delta=1.0, reduction="mean", *, out=None, stream=N
               \delta\,(|d_i| - \tfrac12\delta) & \text{otherwise} \end{cases}, \quad d_i = x_i - t_i
 
     Args:
-        input: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: same shape, kind and dtype as ``input``.
         delta: the threshold, a finite number > 0 (else ValueError naming delta).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
@@ -144,7 +144,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None, strea
               |d_i| - \tfrac12\beta & \text{otherwise} \end{cases}, \quad d_i = x_i - t_i
 
     Args:
-        input: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: same shape, kind and dtype as ``input``.
         beta: the threshold, a finite number >= 0 (else ValueError naming beta); ``beta = 0`` is exactly
             :func:`l1_loss`.
