@@ -3,6 +3,10 @@
 ``Args(x=x, dy=dy)`` checks each array once (kind, side, float dtype) and keeps what a kernel needs: a NumPy view on
 the host, a :class:`~gpunn._arrays.DeviceArray` on the device, and the stream to launch on. ``output`` checks a
 user's ``out`` (or allocates one of the inputs' kind); ``flat``/``nd`` give the views the kernels take.
+
+The dtype policy (gpunn/_half.py): float32 and float64 always; float16 and bfloat16 when the op passes
+``half=True`` (its kernels then take uint16 storage views, ``args.precision`` says how to load and store them). All
+float arrays of a call share one dtype: a float16 ``dy`` with a bfloat16 ``x`` is a TypeError naming ``dy``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import math
 
 import numpy as np
 
-from ._arrays import (FLOAT_DTYPES, HOST_KINDS, DeviceArray, contiguous, device_array, dtype_of, empty_like,
+from . import _half
+from ._arrays import (HOST_KINDS, DeviceArray, contiguous, device_array, dtype_of, empty_like,
                       host_view, is_read_only, kind, overlap, shape_of)
 from ._launch import stream_of
 from ._runtime import require_device
@@ -20,11 +25,12 @@ from ._runtime import require_device
 class Args:
     """The arrays of one call: all host or all device, one float dtype, one stream (device calls).
 
-    A TypeError names the argument that is not an array, not float32/float64 (or the ``dtype`` it must have), or on
-    the other side (host vs device) from the first one. ``stream`` (device calls): a stream or handle to launch on;
-    default: the current stream of the first device array's library."""
+    A TypeError names the argument that is not an array, not a float dtype the op takes (or the ``dtype`` it must
+    have), or on the other side (host vs device) from the first one. ``stream`` (device calls): a stream or handle to
+    launch on; default: the current stream of the first device array's library. ``half``: the op takes float16 and
+    bfloat16 too."""
 
-    def __init__(self, stream=None, **arrays):
+    def __init__(self, stream=None, half=False, **arrays):
         self._arrays = {}
         self._views = {}
         self._outputs = set()
@@ -34,6 +40,8 @@ class Args:
         self.dtype = None
         self._stream_arg = stream
         self._stream = None
+        self._half = half
+        self.precision = None
         for name, x in arrays.items():
             if x is not None:
                 self.add(name, x)
@@ -65,14 +73,23 @@ class Args:
             if dt != np.dtype(dtype):
                 raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {dt}")
         elif self.dtype is None:
-            if dt not in FLOAT_DTYPES:
-                raise TypeError(f"{name} must be float32 or float64, got {dt}")
+            if not _half.is_float(dt) or (_half.is_half(dt) and not self._half):
+                raise TypeError(self.bad_dtype(name, dt))
             self.dtype = dt
+            self.precision = _half.precision(dt)
         elif dt != self.dtype:
             raise TypeError(f"{name} has dtype {dt} but {self._first_float()} has {self.dtype}: dtypes must match")
         self._arrays[name] = x
         self._views[name] = device_array(x) if on_device else host_view(x)
         return x
+
+    def bad_dtype(self, name, dt) -> str:
+        """The TypeError message for an array whose dtype this call does not take."""
+        if self._half:
+            return f"{name} must be float32 or float64 (or float16/bfloat16), got {dt}"
+        if _half.is_half(dt):
+            return f"{name} must be float32 or float64, got {dt}: float16/bfloat16 are not supported by this op yet"
+        return f"{name} must be float32 or float64, got {dt}"
 
     def _first_float(self):
         for name, x in self._arrays.items():
@@ -128,21 +145,21 @@ class Args:
         return out
 
     def flat(self, name):
-        """1-D C-contiguous view (a NumPy array, or a DeviceArray) for a kernel."""
+        """1-D C-contiguous view (a NumPy array, or a DeviceArray) for a kernel; half arrays as uint16 storage."""
         v = self.nd(name)
         return v.flat() if self.device else v.reshape(-1)
 
     def nd(self, name):
         """C-contiguous view of the original shape (a NumPy array, or a DeviceArray; non-contiguous device inputs are
-        gathered into a contiguous copy on the device)."""
+        gathered into a contiguous copy on the device); half arrays as uint16 storage."""
         v = self._views[name]
         if self.device:
             if not v.contiguous:
                 v = self._views[name] = device_array(contiguous(self._arrays[name], stream=self.stream))
-            return v
+            return v.storage()
         if not v.flags.c_contiguous:
             v = self._views[name] = np.ascontiguousarray(v)
-        return v
+        return _half.storage_view(v)
 
     def finish(self):
         """Copy results computed into temporaries back into non-contiguous host outputs."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import numpy as np
 
+from . import _half
 from ._runtime import require_device, simulator
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -71,14 +72,13 @@ _TORCH_DTYPES = {}
 
 
 def dtype_of(x) -> np.dtype:
-    """The NumPy dtype of any array kind (PyTorch's bfloat16, which NumPy lacks, as an opaque 2-byte dtype)."""
+    """The NumPy dtype of any array kind (PyTorch's bfloat16 as ``ml_dtypes.bfloat16``)."""
     dt = x.dtype
     if isinstance(dt, np.dtype):
         return dt
     if "torch" in str(type(dt)):
         if dt not in _TORCH_DTYPES:
-            name = str(dt).replace("torch.", "")
-            _TORCH_DTYPES[dt] = np.dtype(name) if name != "bfloat16" else np.dtype("V2")
+            _TORCH_DTYPES[dt] = _half.torch_to_numpy(dt)
         return _TORCH_DTYPES[dt]
     return np.dtype(dt)
 
@@ -89,9 +89,12 @@ def shape_of(x) -> tuple:
 
 # ---- host views ------------------------------------------------------------------------------------------------------
 def host_view(x) -> np.ndarray:
-    """A NumPy view of a host array (PyTorch CPU tensors without a copy)."""
+    """A NumPy view of a host array (PyTorch CPU tensors without a copy; bfloat16 ones as ml_dtypes' bfloat16)."""
     if kind(x) == "torch_cpu":
-        return x.detach().numpy()
+        x = x.detach()
+        if x.dtype == sys.modules["torch"].bfloat16:
+            return x.view(sys.modules["torch"].int16).numpy().view(_half.bfloat16())
+        return x.numpy()
     return x
 
 
@@ -149,6 +152,13 @@ class DeviceArray:
         strides = c_strides(shape, self.dtype.itemsize)
         sim = None if self.sim is None else self.sim.reshape(shape)
         return DeviceArray(self.ptr, shape, strides, self.dtype, self.owner, sim)
+
+    def storage(self) -> DeviceArray:
+        """The array as its kernels index it: float16/bfloat16 as uint16 (the same memory), others unchanged."""
+        if not _half.is_half(self.dtype):
+            return self
+        sim = None if self.sim is None else self.sim.view(_half.STORAGE)
+        return DeviceArray(self.ptr, self.shape, self.strides, _half.STORAGE, self.owner, sim)
 
     def flat(self) -> DeviceArray:
         """The C-contiguous array as 1-D."""
@@ -292,7 +302,7 @@ def to_host(x):
     if k == "torch_cpu":
         return host_view(x)
     if k == "torch_cuda":
-        return x.detach().cpu().numpy()
+        return host_view(x.detach().cpu())
     if k == "cupy":
         return x.get()
     if k == "numba":

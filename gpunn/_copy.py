@@ -7,6 +7,7 @@ stream, like every other kernel (a driver memcpy or memset would need its own st
 
 import functools
 
+import numpy as np
 from numba import cuda, int64
 
 from . import _registry
@@ -68,6 +69,7 @@ def gather(x, out, stream):
         return
     if x.ndim == 0:
         x = x.reshape(1)
+    x, out = x.storage(), out.storage()  # halves move as their uint16 bits
     kernel = _gather(x.ndim, x.dtype.name)
     kernel.over(out.size, stream, x, out.flat())
 
@@ -100,8 +102,10 @@ def _fill(dtype):
 def fill(out, value, stream):
     """out[...] = value for a C-contiguous DeviceArray ``out``, on ``stream``."""
     if out.size:
+        bits = np.array(value, out.dtype).reshape(1).view(out.storage().dtype)[0]  # a half's uint16 bits
+        out = out.storage()
         kernel = _fill(out.dtype.name)
-        kernel.over(out.size, stream, out.flat(), out.dtype.type(value))
+        kernel.over(out.size, stream, out.flat(), bits)
 
 
 def _register():
@@ -112,6 +116,10 @@ def _register():
         _registry.register(f"cast[{src}->{dst}]", lambda: _gather_dispatcher(1), f"void({src}[::1], {dst}[::1])",
                            "float32", f64_accumulator=True)  # a conversion: the one f64 operation is the point
     _registry.for_dtypes("fill", lambda dt: _fill_dispatcher(), lambda dt: f"void({dt}[::1], {dt})")
+    for ndim in range(1, MAX_NDIM + 1):  # the uint16 storage of float16/bfloat16
+        _registry.register(f"gather{ndim}d[uint16]", lambda ndim=ndim: _gather_dispatcher(ndim),
+                           _signature(ndim, "uint16"), "float16")
+    _registry.register("fill[uint16]", _fill_dispatcher, "void(uint16[::1], uint16)", "float16")
 
 
 _register()

@@ -7,10 +7,13 @@ An op module writes its scalar math once, as ``numba.njit`` functions built per 
 * ``_map2``: ``out[i] = f(dy[i], x[i], a, b)`` (backward ops),
 
 each as a CUDA kernel and a CPU loop (``prange`` over the elements, one fused pass; gpunn/_cpu.py builds and runs
-it). ``a`` and ``b`` are the op's scalar parameters (negative_slope, alpha, beta, ...), cast to the array dtype on the
-host and passed as kernel arguments, so a new value does not recompile.
+it). ``a`` and ``b`` are the op's scalar parameters (negative_slope, alpha, beta, ...), cast to the compute dtype on
+the host and passed as kernel arguments, so a new value does not recompile.
 
-The CUDA kernel moves data in 128-bit vectors (gpunn/_vector.py: 4 float32 or 2 float64 per access) and loads
+float16 and bfloat16 (gpunn/_half.py): the scalar math is the float32 one, wrapped to load each half, compute in
+float32 and store the result rounded to the input's dtype; the kernels index uint16 storage.
+
+The CUDA kernel moves data in 128-bit vectors (gpunn/_vector.py: 8 halves, 4 float32 or 2 float64 per access) and loads
 ``UNROLL`` vectors of every input before its first store, so that each thread keeps several 16-byte loads in flight.
 A call is cut into a scalar head up to the first 16-byte boundary (computed on the host; it must be the same for every
 array of the call, else every element takes the scalar path), the aligned body and a scalar tail. Indices are 64-bit
@@ -22,7 +25,7 @@ import functools
 import numpy as np
 from numba import cuda, int64, njit, prange
 
-from . import _cpu, _vector
+from . import _cpu, _half, _registry, _vector
 from ._args import Args
 from ._launch import Kernel
 
@@ -31,7 +34,16 @@ UNROLL = 4  # vectors per input that a thread loads before it stores
 
 def _lanes(f, arity, dtype):
     """``apply(vectors..., a, b)``: ``f`` on each lane of one vector of each input, as a tuple."""
-    if _vector.width(dtype) == 4:
+    w = _vector.width(dtype)
+    if w == 8:
+        if arity == 1:
+            return njit(inline="always")(
+                lambda v, a, b: (f(v[0], a, b), f(v[1], a, b), f(v[2], a, b), f(v[3], a, b),
+                                 f(v[4], a, b), f(v[5], a, b), f(v[6], a, b), f(v[7], a, b)))
+        return njit(inline="always")(
+            lambda d, v, a, b: (f(d[0], v[0], a, b), f(d[1], v[1], a, b), f(d[2], v[2], a, b), f(d[3], v[3], a, b),
+                                f(d[4], v[4], a, b), f(d[5], v[5], a, b), f(d[6], v[6], a, b), f(d[7], v[7], a, b)))
+    if w == 4:
         if arity == 1:
             return njit(inline="always")(
                 lambda v, a, b: (f(v[0], a, b), f(v[1], a, b), f(v[2], a, b), f(v[3], a, b)))
@@ -118,13 +130,24 @@ def _map2(f, dtype):
     return _map2_kernel, _cpu.loops(cpu)
 
 
-SIGNATURES = {1: "void({0}[::1], {0}, {0}, {0}[::1], int64)", 2: "void({0}[::1], {0}[::1], {0}, {0}, {0}[::1], int64)"}
+# {a}: the arrays' storage dtype, {s}: the scalars' compute dtype (gpunn/_half.py)
+SIGNATURES = {1: "void({a}[::1], {s}, {s}, {a}[::1], int64)", 2: "void({a}[::1], {a}[::1], {s}, {s}, {a}[::1], int64)"}
+
+
+def _storage_math(f_for_dtype, arity, dtype):
+    """The op's scalar function on storage values of ``dtype`` (the float32 math wrapped for a half dtype)."""
+    p = _half.precision(dtype)
+    wrap = _half.wrap1 if arity == 1 else _half.wrap2
+    return wrap(f_for_dtype(p.compute), p.name)
 
 
 @functools.lru_cache(maxsize=None)
 def _kernel(f, arity, dtype):
+    """``f``: the op's function on storage values of ``dtype``."""
     build = _map1 if arity == 1 else _map2
-    return Kernel(build(f, dtype)[0], SIGNATURES[arity].format(np.dtype(dtype).name), f"map{arity}[{f.__name__}]")
+    storage = _half.precision(dtype).storage
+    return Kernel(build(f, storage)[0], SIGNATURES[arity].format(**_half.signature_names(dtype)),
+                  f"map{arity}[{f.__name__}]")
 
 
 def work_items(n, head, dtype) -> int:
@@ -135,18 +158,20 @@ def work_items(n, head, dtype) -> int:
     return max(head, -(-nvec // UNROLL), n - head - nvec * w, 1)
 
 
-def _run(f, arity, args, names, params, cpu_loops=None):
+def _run(f_for_dtype, arity, args, names, params, cpu_loops=None):
     arrays = [args.flat(n) for n in names]
     n = arrays[-1].size
     if n:
-        scalars = [args.dtype.type(p) for p in params]
+        p = args.precision
+        f = _storage_math(f_for_dtype, arity, p.dtype)
+        scalars = [p.compute.type(v) for v in params]
         call = arrays[:-1] + scalars + arrays[-1:]
         if args.device:
             head = _vector.common_head(arrays, n)
-            _kernel(f, arity, args.dtype).over(work_items(n, head, args.dtype), args.stream, *call, np.int64(head))
+            _kernel(f, arity, p.dtype).over(work_items(n, head, p.storage), args.stream, *call, np.int64(head))
         else:
             build = _map1 if arity == 1 else _map2
-            loops = cpu_loops(args.dtype) if cpu_loops is not None else build(f, args.dtype)[1]
+            loops = cpu_loops(p.dtype) if cpu_loops is not None and not p.half else build(f, p.storage)[1]
             _cpu.run(loops, "elementwise", n, *call)
     args.finish()
 
@@ -155,25 +180,27 @@ _NO_PARAM = 0.0  # the default of a and b: an op without parameters (its typed z
 
 
 def forward(f_for_dtype, x, out, a=_NO_PARAM, b=_NO_PARAM, stream=None):
-    """``out = f(x)`` elementwise; ``f_for_dtype(dtype)`` gives the op's scalar njit function for that dtype."""
+    """``out = f(x)`` elementwise; ``f_for_dtype(dtype)`` gives the op's scalar njit function for a compute dtype
+    (float32 or float64; half arrays use the float32 one)."""
     if _plain_host(x, x, out):
         return _run_host(f_for_dtype, 1, None, (x,), out, a, b)
-    args = Args(stream=stream, x=x)
+    args = Args(stream=stream, half=True, x=x)
     out = args.output("out", out, x.shape)
-    _run(f_for_dtype(args.dtype), 1, args, ["x", "out"], (a, b))
+    _run(f_for_dtype, 1, args, ["x", "out"], (a, b))
     return out
 
 
 def backward(f_for_dtype, dy, x, out, a=_NO_PARAM, b=_NO_PARAM, x_name="x", cpu_loops=None, stream=None):
     """``out = f(dy, x)`` elementwise (``x`` is the saved value: the input, or the output for sigmoid/tanh).
-    ``cpu_loops(dtype)``, if given, supplies the op's own CPU loops (``_cpu.Loops``), same arguments as ``_map2``'s
-    (for an op whose generic loop LLVM compiles poorly); the CUDA kernel is always the generic one."""
+    ``cpu_loops(dtype)``, if given, supplies the op's own CPU loops (``_cpu.Loops``) for float32/float64, same
+    arguments as ``_map2``'s (for an op whose generic loop LLVM compiles poorly); the CUDA kernel is always the
+    generic one."""
     if _plain_host(x, dy, out):
         return _run_host(f_for_dtype, 2, cpu_loops, (dy, x), out, a, b)
-    args = Args(stream=stream, dy=dy, **{x_name: x})
+    args = Args(stream=stream, half=True, dy=dy, **{x_name: x})
     args.same_shape("dy", x_name)
     out = args.output("out", out, x.shape)
-    _run(f_for_dtype(args.dtype), 2, args, ["dy", x_name, "out"], (a, b), cpu_loops)
+    _run(f_for_dtype, 2, args, ["dy", x_name, "out"], (a, b), cpu_loops)
     return out
 
 
@@ -233,10 +260,14 @@ def typed(dtype, *values):
 
 
 def register(name, forward_math, backward_math):
-    """Register an elementwise op's forward and backward kernels with the kernel build check."""
-    from . import _registry
+    """Register an elementwise op's forward and backward kernels (every float dtype) with the kernel build check."""
+    def build(math, arity):
+        def for_dtype(dt):
+            return (_map1 if arity == 1 else _map2)(_storage_math(math, arity, dt), _half.precision(dt).storage)[0]
 
-    _registry.for_dtypes(f"{name}_forward", lambda dt: _map1(forward_math(dt), np.dtype(dt))[0],
-                         SIGNATURES[1].format, vector_loads=True)
-    _registry.for_dtypes(f"{name}_backward", lambda dt: _map2(backward_math(dt), np.dtype(dt))[0],
-                         SIGNATURES[2].format, vector_loads=True)
+        return for_dtype
+
+    for arity, suffix, math in ((1, "forward", forward_math), (2, "backward", backward_math)):
+        _registry.for_dtypes(f"{name}_{suffix}", build(math, arity),
+                             lambda dt, arity=arity: SIGNATURES[arity].format(**_half.signature_names(dt)),
+                             vector_loads=True, dtypes=_registry.WITH_HALF)

@@ -22,8 +22,9 @@ How a kernel uses this module (the same grid for the same size, so the same bits
 import functools
 
 import numpy as np
-from numba import cuda, float64, int64
+from numba import cuda, float32, float64, int64
 
+from . import _half
 from ._launch import Kernel, block_size, sm_count, typed_view, workspace
 from ._runtime import simulator
 
@@ -72,8 +73,11 @@ def block_partial_fn(block):
 
 
 @functools.lru_cache(maxsize=None)
-def _finish_kernel(block):
+def _finish_kernel(block, name="float64"):
     block_sum = block_sum_fn(block)
+    prec = _half.precision(name)
+    single = prec.compute == np.float32
+    st = prec.store
 
     @cuda.jit
     def _finish_sum_kernel(partials, scale, out):
@@ -84,7 +88,10 @@ def _finish_kernel(block):
             acc += partials[row, j]
         total = block_sum(acc)
         if cuda.threadIdx.x == 0:
-            out[row] = total * scale
+            if single:
+                out[row] = st(float32(total * scale))  # a half: rounded to float32, then to the half
+            else:
+                out[row] = total * scale
 
     return _finish_sum_kernel
 
@@ -104,24 +111,29 @@ def partials(args, rows, blocks, slot="partials"):
 
 
 @functools.lru_cache(maxsize=None)
-def _finish(block, dtype):
-    return Kernel(_finish_kernel(block), f"void(float64[:, ::1], float64, {np.dtype(dtype).name}[::1])",
-                  "reduce_finish_sum")
+def _finish(block, name):
+    return Kernel(_finish_kernel(block, name), _finish_signature(name), "reduce_finish_sum")
 
 
-def finish(partials, scale, out, stream):
-    """``out[r] = scale * sum_j partials[r, j]`` (float64 sum, fixed order); ``out`` a 1-D device array of any
-    float dtype with ``partials.shape[0]`` entries; ``scale`` a Python float (a kernel argument: no host copy)."""
+def _finish_signature(name):
+    return f"void(float64[:, ::1], float64, {_half.precision(name).storage.name}[::1])"
+
+
+def finish(partials, scale, out, stream, dtype=None):
+    """``out[r] = scale * sum_j partials[r, j]`` (float64 sum, fixed order); ``out`` a 1-D device array with
+    ``partials.shape[0]`` entries, of float dtype ``dtype`` (default ``out.dtype``; a half ``out`` may be given as
+    its uint16 storage); ``scale`` a Python float (a kernel argument: no host copy)."""
     block = block_size()
-    _finish(block, out.dtype)(partials.shape[0], block, stream, partials, np.float64(scale), out)
+    name = _half.name_of(dtype if dtype is not None else out.dtype)
+    _finish(block, name)(partials.shape[0], block, stream, partials, np.float64(scale), out.storage())
 
 
 def _register():
     from . import _registry
 
     block = 256  # the GPU block size (block_size() outside the simulator)
-    _registry.for_dtypes("reduce_finish_sum", lambda dt: _finish_kernel(block),
-                         lambda dt: f"void(float64[:, ::1], float64, {dt}[::1])", f64_accumulator=True)
+    _registry.for_dtypes("reduce_finish_sum", lambda dt: _finish_kernel(block, _half.name_of(dt)), _finish_signature,
+                         f64_accumulator=True, dtypes=_registry.WITH_HALF)
 
 
 _register()

@@ -16,7 +16,7 @@ class KernelSpec:
     name: str                  # e.g. "relu_forward[float32]"
     build: Callable[[], object]  # returns the cuda.jit dispatcher (calls the op's factory; compiles nothing)
     signature: str             # e.g. "void(float32[::1], float32, float32, float32[::1])"
-    dtype: str                 # "float32" or "float64": the data precision (float32 kernels must have no f64 math)
+    dtype: str                 # "float16", "bfloat16", "float32" or "float64": the data (only float64 may do f64 math)
     f64_accumulator: bool = False  # True for reductions that accumulate in float64 on purpose (_reduce.py)
     vector_loads: bool = False     # True for kernels designed around 128-bit loads (its float32 SASS must have them)
 
@@ -28,11 +28,15 @@ def register(name, build, signature, dtype, f64_accumulator=False, vector_loads=
     KERNELS.append(KernelSpec(name, build, signature, dtype, f64_accumulator, vector_loads))
 
 
-def for_dtypes(name, build_for_dtype, signature_for_dtype, f64_accumulator=False, vector_loads=False):
-    """Register one kernel for float32 and float64. ``signature_for_dtype("float32")`` gives the signature;
-    ``build_for_dtype(np.dtype)`` gives the dispatcher."""
-    import numpy as np
+FULL = ("float32", "float64")
+WITH_HALF = ("float16", "bfloat16", "float32", "float64")
 
-    for dt in ("float32", "float64"):
-        register(f"{name}[{dt}]", (lambda d=dt: build_for_dtype(np.dtype(d))), signature_for_dtype(dt), dt,
+
+def for_dtypes(name, build_for_dtype, signature_for_dtype, f64_accumulator=False, vector_loads=False, dtypes=FULL):
+    """Register one kernel for each of ``dtypes`` (default float32 and float64; ``WITH_HALF`` adds the halves).
+    ``signature_for_dtype("float32")`` gives the signature; ``build_for_dtype(np.dtype)`` gives the dispatcher."""
+    from ._half import dtype_named
+
+    for dt in dtypes:
+        register(f"{name}[{dt}]", (lambda d=dt: build_for_dtype(dtype_named(d))), signature_for_dtype(dt), dt,
                  f64_accumulator, vector_loads)

@@ -2,7 +2,8 @@
 over a raw device address. Each comes as an LLVM intrinsic for compiled code (CUDA kernels, and CPU loops, where the
 tests exercise the same IR) and as a plain Python function for Numba's CUDA simulator, which runs kernels as Python.
 
-* ``load(a, i)`` returns the ``W = 16 // itemsize`` elements ``a[i:i + W]`` as a tuple (float32: 4, float64: 2) read
+* ``load(a, i)`` returns the ``W = 16 // itemsize`` elements ``a[i:i + W]`` as a tuple (float32: 4, float64: 2, the
+  uint16 storage of float16/bfloat16: 8) read
   by one 128-bit load (``ld.global.v4.f32`` / ``v2.f64``, SASS ``LDG.E.128``); ``store(a, i, values)`` writes them
   with one 128-bit store. ``a`` must be C-contiguous and ``&a[i]`` 16-byte aligned: the caller peels a scalar head
   (:func:`head`) so that this holds.
@@ -59,18 +60,54 @@ def _vector_type(context, dtype):
     return ir.VectorType(context.get_data_type(dtype), ALIGN // context.get_abi_sizeof(context.get_data_type(dtype)))
 
 
+def _load_lanes(builder, ptr, vec_t):
+    """The lanes of the 128-bit vector at ``ptr``. 8 x 16-bit lanes are loaded as 4 x i32 and split with shifts:
+    NVPTX turns an 8 x i16 access (or a bitcast of one) into two 64-bit ``v4.u16`` accesses."""
+    i32 = ir.IntType(32)
+    if vec_t.count != 8:
+        vec = builder.load(builder.bitcast(ptr, vec_t.as_pointer()), align=ALIGN)
+        return [builder.extract_element(vec, ir.Constant(i32, k)) for k in range(vec_t.count)]
+    words = builder.load(builder.bitcast(ptr, ir.VectorType(i32, 4).as_pointer()), align=ALIGN)
+    lanes = []
+    for k in range(4):
+        word = builder.extract_element(words, ir.Constant(i32, k))
+        lanes += [builder.trunc(word, vec_t.element), builder.trunc(builder.lshr(word, ir.Constant(i32, 16)),
+                                                                    vec_t.element)]  # little endian: low half first
+    return lanes
+
+
+def _store_lanes(builder, ptr, vec_t, lanes):
+    """Store ``lanes`` as one 128-bit vector at ``ptr`` (8 x 16-bit lanes packed into 4 x i32, as in _load_lanes)."""
+    i32 = ir.IntType(32)
+    if vec_t.count != 8:
+        vec = ir.Constant(vec_t, ir.Undefined)
+        for k, lane in enumerate(lanes):
+            vec = builder.insert_element(vec, lane, ir.Constant(i32, k))
+        builder.store(vec, builder.bitcast(ptr, vec_t.as_pointer()), align=ALIGN)
+        return
+    words = ir.Constant(ir.VectorType(i32, 4), ir.Undefined)
+    for k in range(4):
+        lo, hi = builder.zext(lanes[2 * k], i32), builder.zext(lanes[2 * k + 1], i32)
+        words = builder.insert_element(words, builder.or_(lo, builder.shl(hi, ir.Constant(i32, 16))),
+                                       ir.Constant(i32, k))
+    builder.store(words, builder.bitcast(ptr, ir.VectorType(i32, 4).as_pointer()), align=ALIGN)
+
+
+def _vector_element(dtype) -> bool:
+    """Element types with 128-bit vector access: floats, and the uint16 storage of half floats."""
+    return isinstance(dtype, types.Float) or dtype == types.uint16
+
+
 @intrinsic
 def _load(typingctx, a, i):
-    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
+    if not (isinstance(a, types.Array) and a.layout == "C" and _vector_element(a.dtype)):
         return None
     n = 16 // (a.dtype.bitwidth // 8)
     result = types.UniTuple(a.dtype, n)
 
     def codegen(context, builder, sig, args):
-        vec_t = _vector_type(context, a.dtype)
-        ptr = builder.bitcast(_element_pointer(context, builder, a, args[0], args[1]), vec_t.as_pointer())
-        vec = builder.load(ptr, align=ALIGN)
-        items = [builder.extract_element(vec, ir.Constant(ir.IntType(32), k)) for k in range(n)]
+        ptr = _element_pointer(context, builder, a, args[0], args[1])
+        items = _load_lanes(builder, ptr, _vector_type(context, a.dtype))
         return context.make_tuple(builder, result, items)
 
     return result(a, i), codegen
@@ -78,19 +115,16 @@ def _load(typingctx, a, i):
 
 @intrinsic
 def _store(typingctx, a, i, values):
-    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)
+    if not (isinstance(a, types.Array) and a.layout == "C" and _vector_element(a.dtype)
             and isinstance(values, types.UniTuple) and values.dtype == a.dtype
             and values.count == 16 // (a.dtype.bitwidth // 8)):
         return None
     n = values.count
 
     def codegen(context, builder, sig, args):
-        vec_t = _vector_type(context, a.dtype)
-        vec = ir.Constant(vec_t, ir.Undefined)
-        for k in range(n):
-            vec = builder.insert_element(vec, builder.extract_value(args[2], k), ir.Constant(ir.IntType(32), k))
-        ptr = builder.bitcast(_element_pointer(context, builder, a, args[0], args[1]), vec_t.as_pointer())
-        builder.store(vec, ptr, align=ALIGN)
+        lanes = [builder.extract_value(args[2], k) for k in range(n)]
+        ptr = _element_pointer(context, builder, a, args[0], args[1])
+        _store_lanes(builder, ptr, _vector_type(context, a.dtype), lanes)
         return context.get_dummy_value()
 
     return types.void(a, i, values), codegen
@@ -98,7 +132,7 @@ def _store(typingctx, a, i, values):
 
 @intrinsic
 def _address_array(typingctx, address, n, like):
-    if not isinstance(like, types.Float):
+    if not isinstance(like, (types.Float, types.Integer)):
         return None
     aryty = types.Array(like, 1, "C")
 
@@ -132,7 +166,8 @@ def _sim_store(a, i, values):
         a[i + k] = v
 
 
-_CTYPES = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+_CTYPES = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
+           np.dtype(np.uint16): ctypes.c_uint16, np.dtype(np.uint8): ctypes.c_uint8}
 
 
 def _sim_address_array(address, n, like):

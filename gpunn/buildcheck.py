@@ -7,7 +7,8 @@ For each :class:`gpunn._registry.KernelSpec` and each target compute capability 
    info log gives the registers, the static shared memory, the spill stores/loads and the local memory (stack
    frame, ``lmem``); from registers and shared memory at the 256-thread blocks gpunn launches, the theoretical blocks
    per SM and occupancy (gpunn/_sass.py ``occupancy``);
-3. the PTX of a float32 kernel (``dtype == "float32"`` and not ``f64_accumulator``) is scanned for float64
+3. the PTX of a float32 kernel (``dtype`` float32, float16 or bfloat16: their math is float32; not
+   ``f64_accumulator``) is scanned for float64
    instructions: a stray Python float literal (``x * 0.1``) silently promotes float32 math to float64, which runs
    at 1/64 of the float32 rate on consumer GPUs (1/2 on A100/H100, plus two conversions per value) and is invisible
    in the simulator. Accumulator kernels (``f64_accumulator=True``) are exempt; their float64 opcodes are listed;
@@ -481,7 +482,8 @@ def f64_instructions(ptx: str) -> list[str]:
 def check_spec(spec, cc) -> Row:
     """Compile, link and read the resources of one kernel at ``cc`` (its SASS is read later, in a batch:
     :func:`add_sass`)."""
-    row = Row(spec.name, tuple(cc), spec.dtype, f64_accumulator=spec.f64_accumulator and spec.dtype == "float32",
+    single = spec.dtype != "float64"  # float32 math: float32, float16 and bfloat16 kernels
+    row = Row(spec.name, tuple(cc), spec.dtype, f64_accumulator=spec.f64_accumulator and single,
               vector_loads=spec.vector_loads)
     start = time.perf_counter()
     try:
@@ -493,7 +495,7 @@ def check_spec(spec, cc) -> Row:
         row.__dict__.update(parse_log(log))
         row.entry = _sass.entry_name(ptx)
         add_occupancy(row)
-        if spec.dtype == "float32":
+        if single:
             row.f64_instructions = tuple(f64_instructions(ptx))  # listed for accumulators too, for the reader
             row.f64_ok = None if spec.f64_accumulator else not row.f64_instructions
     except ToolchainError:

@@ -119,8 +119,11 @@ class Call:
         check(result)
 
 
-def _dtype(data):
-    return np.dtype(data.draw(st.sampled_from([np.float32, np.float64] * 3 + [np.int64, np.float16]), label="dtype"))
+def _dtype(data, half=False):
+    """A float32/float64 dtype mostly, sometimes a bad one (float16 only for ops that do not take half yet: the
+    half-precision ops are checked in tests/test_half.py)."""
+    bad = [np.int64] if half else [np.int64, np.float16]
+    return np.dtype(data.draw(st.sampled_from([np.float32, np.float64] * 3 + bad), label="dtype"))
 
 
 def _shape(data, mode, max_dims=3, max_side=40):
@@ -144,7 +147,7 @@ def _accepted(dtype, out_what):
 def test_elementwise_activations(mode, data):
     op = data.draw(st.sampled_from(ACTIVATION_OPS), label="op")
     backward = data.draw(st.booleans(), label="backward")
-    dtype, shape = _dtype(data), _shape(data, mode)
+    dtype, shape = _dtype(data, half=True), _shape(data, mode)
     call = Call(mode, data)
     x, out, out_what = call.input_and_out(shape, dtype, specials=True)
     dy = call.put(call.values(shape, dtype, specials=True)) if backward else None
@@ -260,7 +263,7 @@ def test_pointwise_losses(mode, data):
     ref, options, target_kind = POINTWISE[name]
     what = data.draw(st.sampled_from(["", "_backward", "_with_grad"]), label="function")
     reduction = data.draw(st.sampled_from(["mean", "sum", "none", "avg"]), label="reduction")
-    dtype, shape = _dtype(data), _shape(data, mode)
+    dtype, shape = _dtype(data, half=True), _shape(data, mode)
     call = Call(mode, data)
     x, out, out_what = call.input_and_out(shape, dtype)
     if data.draw(st.booleans(), label="target of another shape"):

@@ -82,3 +82,21 @@ def test_elementwise_kernels_at_every_alignment(dtype, x_offset, out_offset, n, 
     assert_close(get(out), np.where(x64 > 0, dy64, 0.25 * dy64), dtype, what="leaky_relu_backward")
     untouched = np.delete(get(base_out), np.arange(out_offset, out_offset + n))
     assert np.isnan(untouched).all(), "a kernel wrote outside its array"
+
+
+def test_compiled_vector_of_16_bit_lanes(rng):
+    """The uint16 storage of float16/bfloat16: 8 lanes per 128-bit access (moved as 4 x i32 and split with shifts),
+    in memory order."""
+    load, store, _ = _vector.COMPILED
+
+    @njit
+    def reverse_lanes(a, out, start):
+        v = load(a, start)
+        store(out, start, (v[7], v[6], v[5], v[4], v[3], v[2], v[1], v[0]))
+
+    a = rng.integers(0, 2**16, 24).astype(np.uint16)
+    out = np.zeros_like(a)
+    reverse_lanes(a, out, 8)  # element 8 of a fresh NumPy array is 16-byte aligned
+    expected = np.zeros_like(a)
+    expected[8:16] = a[8:16][::-1]
+    np.testing.assert_array_equal(out, expected)

@@ -138,7 +138,7 @@ def gelu(x, approximate="none", *, out=None, stream=None):
               y = \tfrac{x}{2}\left(1 + \tanh\left(\sqrt{2/\pi}\,(x + 0.044715\,x^3)\right)\right)
 
     Args:
-        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        x: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         approximate: ``"none"`` (exact, erf) or ``"tanh"``.
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
         stream: CUDA stream for a device call (default: the current stream of the inputs' library).

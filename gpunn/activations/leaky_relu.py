@@ -46,7 +46,7 @@ def leaky_relu(x, negative_slope=0.01, *, out=None, stream=None):
     .. math:: y = \begin{cases} x & x > 0 \\ s\,x & x \le 0 \end{cases}
 
     Args:
-        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        x: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         negative_slope: ``s``, a finite real number (any sign, as in PyTorch).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
         stream: CUDA stream for a device call (default: the current stream of the inputs' library).

@@ -93,7 +93,7 @@ def relu(x, *, out=None, stream=None):
     .. math:: y = \max(x, 0)
 
     Args:
-        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        x: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).
         stream: CUDA stream for a device call (default: the current stream of the inputs' library).
 

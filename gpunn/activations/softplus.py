@@ -68,7 +68,7 @@ def softplus(x, beta=1.0, threshold=20.0, *, out=None, stream=None):
               x & \beta x > \text{threshold} \end{cases}
 
     Args:
-        x: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        x: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         beta: a finite, nonzero real number (PyTorch returns inf for beta = 0; gpunn raises ValueError).
         threshold: a finite real number: above it (in beta x) the result is x.
         out: optional preallocated result of ``x``'s shape and dtype; may be ``x`` itself (in place).

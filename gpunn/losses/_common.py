@@ -39,6 +39,11 @@ and one fused CPU loop doing the same (parallel over fixed chunks for large inpu
 stages, its sum in ``_LANES`` float64 lanes added in a fixed order), so ``f`` should be branch-free for the CPU's
 sake: selects between values computed on both sides, and in float32 no libm call (gpunn/activations/_vecmath.py).
 ``w`` is an optional broadcast weight (BCE's ``weight``).
+
+float16 and bfloat16 inputs (gpunn/_half.py): the kernels index uint16 storage, load every operand to float32, run
+the float32 ``f``, and round each output to the input's dtype as it is stored; sums accumulate in float64 and a
+reduced loss is rounded once, at the end (to float32, then to the half). The loss comes back in the input's dtype,
+as PyTorch's does.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, float64, int64, njit, prange
 
-from .. import _cpu, _registry
+from .. import _cpu, _half, _registry
 from .._elementwise import typed
 from .._args import Args
 from .._arrays import HOST_KINDS, device_array, empty_like, host_view, kind
@@ -108,10 +113,10 @@ def scalar_result(args: Args, like_name: str):
     """
     result = empty_like(args.array(like_name), (), args.dtype)
     if not args.device:
-        return result, host_view(result).reshape(1)
+        return result, _half.storage_view(host_view(result).reshape(1))
     if kind(result) == "numba" and not hasattr(type(result), "__float__"):
         result.__class__ = _scalar_class(type(result))
-    return result, device_array(result).reshape(1)
+    return result, device_array(result).reshape(1).storage()
 
 
 class Upstream(NamedTuple):
@@ -211,56 +216,59 @@ def _device_kernels(f, dtype, block):
     # Simulator note: njit helpers cannot take (simulated) device arrays, so array reads stay in the kernels.
     # Broadcast operand: w[_index(winner, w.size, i)], or 1 when winner == 0 (no operand).
     # Upstream gradient (Upstream modes): dmode 2: dy[i] * g; 1: dy[0] * g; 0: g.
-    (one,) = typed(dtype, 1.0)
+    # ld/st: storage <-> compute (gpunn/_half.py; the identity for float32/float64).
+    prec = _half.precision(dtype)
+    ld, st = _half.kernel_load(prec), prec.store
+    (one,) = typed(prec.compute, 1.0)
     block_partial = block_partial_fn(block)
 
     @cuda.jit
     def _forward_kernel(x, t, w, winner, p, pinner, a, b, out):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            pi = p[_index(pinner, p.size, i)] if pinner else one
-            wi = w[_index(winner, w.size, i)] if winner else one
-            loss, dloss = f(x[i], t[i], pi, a, b)
-            out[i] = loss * wi  # l = w l(x, t)
+            pi = ld(p[_index(pinner, p.size, i)]) if pinner else one
+            wi = ld(w[_index(winner, w.size, i)]) if winner else one
+            loss, dloss = f(ld(x[i]), ld(t[i]), pi, a, b)
+            out[i] = st(loss * wi)  # l = w l(x, t)
 
     @cuda.jit
     def _forward_sum_kernel(x, t, w, winner, p, pinner, a, b, partials):
         acc = float64(0.0)
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            pi = p[_index(pinner, p.size, i)] if pinner else one
-            wi = w[_index(winner, w.size, i)] if winner else one
-            loss, dloss = f(x[i], t[i], pi, a, b)
+            pi = ld(p[_index(pinner, p.size, i)]) if pinner else one
+            wi = ld(w[_index(winner, w.size, i)]) if winner else one
+            loss, dloss = f(ld(x[i]), ld(t[i]), pi, a, b)
             acc += float64(loss * wi)
         block_partial(acc, partials, 0)
 
     @cuda.jit
     def _backward_kernel(x, t, w, winner, p, pinner, a, b, dy, dmode, g, dx):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            pi = p[_index(pinner, p.size, i)] if pinner else one
-            wi = w[_index(winner, w.size, i)] if winner else one
-            up = (dy[i] if dmode == 2 else dy[0]) * g if dmode else g
-            loss, dloss = f(x[i], t[i], pi, a, b)
-            dx[i] = up * (wi * dloss)  # dx = up * w * dl/dx
+            pi = ld(p[_index(pinner, p.size, i)]) if pinner else one
+            wi = ld(w[_index(winner, w.size, i)]) if winner else one
+            up = ld(dy[i] if dmode == 2 else dy[0]) * g if dmode else g
+            loss, dloss = f(ld(x[i]), ld(t[i]), pi, a, b)
+            dx[i] = st(up * (wi * dloss))  # dx = up * w * dl/dx
 
     @cuda.jit
     def _with_grad_kernel(x, t, w, winner, p, pinner, a, b, dy, dmode, g, out, dx):
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            pi = p[_index(pinner, p.size, i)] if pinner else one
-            wi = w[_index(winner, w.size, i)] if winner else one
-            up = (dy[i] if dmode == 2 else dy[0]) * g if dmode else g  # read before the writes: out/dx may alias
-            loss, dloss = f(x[i], t[i], pi, a, b)
-            out[i] = loss * wi
-            dx[i] = up * (wi * dloss)
+            pi = ld(p[_index(pinner, p.size, i)]) if pinner else one
+            wi = ld(w[_index(winner, w.size, i)]) if winner else one
+            up = ld(dy[i] if dmode == 2 else dy[0]) * g if dmode else g  # read before the writes: out/dx may alias
+            loss, dloss = f(ld(x[i]), ld(t[i]), pi, a, b)
+            out[i] = st(loss * wi)
+            dx[i] = st(up * (wi * dloss))
 
     @cuda.jit
     def _with_grad_sum_kernel(x, t, w, winner, p, pinner, a, b, dy, dmode, g, partials, dx):
         acc = float64(0.0)
         for i in range(int64(cuda.grid(1)), x.size, int64(cuda.gridsize(1))):
-            pi = p[_index(pinner, p.size, i)] if pinner else one
-            wi = w[_index(winner, w.size, i)] if winner else one
-            up = (dy[i] if dmode == 2 else dy[0]) * g if dmode else g
-            loss, dloss = f(x[i], t[i], pi, a, b)
+            pi = ld(p[_index(pinner, p.size, i)]) if pinner else one
+            wi = ld(w[_index(winner, w.size, i)]) if winner else one
+            up = ld(dy[i] if dmode == 2 else dy[0]) * g if dmode else g
+            loss, dloss = f(ld(x[i]), ld(t[i]), pi, a, b)
             acc += float64(loss * wi)
-            dx[i] = up * (wi * dloss)
+            dx[i] = st(up * (wi * dloss))
         block_partial(acc, partials, 0)
 
     return {"forward": _forward_kernel, "forward_sum": _forward_sum_kernel, "backward": _backward_kernel,
@@ -276,7 +284,9 @@ def _cpu_loop(f, dtype):
     # loop, the loss functions branch-free): the broadcast operands gathered into buffers, then f over the chunk into
     # loss/gradient buffers, then the weight, the sum (_LANES float64 lanes) and the writes. Every input element of the
     # chunk is read before any output of it is written, so out/dx may alias x, t or dy.
-    (one,) = typed(dtype, 1.0)
+    prec = _half.precision(dtype)
+    ld, st, compute = prec.load, prec.store, prec.compute.type  # storage <-> compute (gpunn/_half.py)
+    (one,) = typed(prec.compute, 1.0)
     lanes_n = _LANES
 
     def loop(x, t, w, winner, p, pinner, a, b, dy, dmode, g, out, dx, write_loss, want_sum, write_grad, chunk):
@@ -289,21 +299,21 @@ def _cpu_loop(f, dtype):
             hi = min(n, lo + chunk)
             m = hi - lo
             xs, ts = x[lo:hi], t[lo:hi]
-            lb = np.empty(m, x.dtype)
-            db = np.empty(m, x.dtype)
+            lb = np.empty(m, compute)
+            db = np.empty(m, compute)
             if pinner:
-                pb = np.empty(m, x.dtype)
+                pb = np.empty(m, compute)
                 for i in range(m):
-                    pb[i] = p[_index(pinner, p.size, lo + i)]
+                    pb[i] = ld(p[_index(pinner, p.size, lo + i)])
                 for i in range(m):
-                    lb[i], db[i] = f(xs[i], ts[i], pb[i], a, b)
+                    lb[i], db[i] = f(ld(xs[i]), ld(ts[i]), pb[i], a, b)
             else:
                 for i in range(m):
-                    lb[i], db[i] = f(xs[i], ts[i], one, a, b)
+                    lb[i], db[i] = f(ld(xs[i]), ld(ts[i]), one, a, b)
             if winner:
-                wb = np.empty(m, x.dtype)
+                wb = np.empty(m, compute)
                 for i in range(m):
-                    wb[i] = w[_index(winner, w.size, lo + i)]
+                    wb[i] = ld(w[_index(winner, w.size, lo + i)])
                 for i in range(m):
                     lb[i] = lb[i] * wb[i]  # l = w l(x, t)
                     db[i] = wb[i] * db[i]
@@ -321,17 +331,17 @@ def _cpu_loop(f, dtype):
             if write_loss:
                 outs = out[lo:hi]
                 for i in range(m):
-                    outs[i] = lb[i]
+                    outs[i] = st(lb[i])
             if write_grad:
                 dxs = dx[lo:hi]
                 if dmode == 2:
                     dys = dy[lo:hi]
                     for i in range(m):
-                        dxs[i] = (dys[i] * g) * db[i]  # dx = up * w * dl/dx, up = dy[i] g
+                        dxs[i] = st((ld(dys[i]) * g) * db[i])  # dx = up * w * dl/dx, up = dy[i] g
                 else:
-                    up = dy[0] * g if dmode else g
+                    up = ld(dy[0]) * g if dmode else g
                     for i in range(m):
-                        dxs[i] = up * db[i]
+                        dxs[i] = st(up * db[i])
         total = 0.0
         for c in range(nchunks):
             total += sums[c]
@@ -368,7 +378,7 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     preallocated per-element loss ('forward' with reduction 'none') or dx ('backward'). ``extra_check(args, ops)``
     runs after the array checks, before any output is allocated or written (hinge's label check)."""
     reduction = check_reduction(reduction)
-    args = Args(stream=stream, input=input, target=target, weight=weight, pos_weight=pos_weight)
+    args = Args(stream=stream, half=True, input=input, target=target, weight=weight, pos_weight=pos_weight)
     args.same_shape("target", "input")
     if out is not None and what == "forward" and reduction != "none":
         raise ValueError("out is only accepted with reduction='none' (a reduced loss is a new 0-d array)")
@@ -377,8 +387,9 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     if extra_check is not None:
         extra_check(args, ops)
     dt = args.dtype
-    ta, tb = dt.type(a), dt.type(b)
-    f = f_for_dtype(dt)
+    compute = args.precision.compute
+    ta, tb = compute.type(a), compute.type(b)
+    f = f_for_dtype(compute)
     shape, n = ops.shape, ops.n
 
     upstream = upstream_grad(grad, reduction, args, shape) if what != "forward" else None
@@ -398,7 +409,7 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     if args.device:
         block = block_size()
         k = _kernels(f, dt, block)
-        up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g)) if upstream else ()
+        up = (upstream.dy, np.int64(upstream.mode), compute.type(upstream.g)) if upstream else ()
         if reduce:
             blocks, _ = reduce_grid(n)
             part = partials(args, 1, blocks)
@@ -406,7 +417,7 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
                 k["forward_sum"](blocks, block, args.stream, *common, part)
             else:
                 k["with_grad_sum"](blocks, block, args.stream, *common, *up, part, dx_flat)
-            finish(part, reduction_scale(reduction, n), loss_flat, args.stream)
+            finish(part, reduction_scale(reduction, n), loss_flat, args.stream, dt)
         elif n:
             key = {"forward": "forward", "backward": "backward", "with_grad": "with_grad"}[what]
             outputs = {"forward": (loss_flat,), "backward": (dx_flat,), "with_grad": (loss_flat, dx_flat)}[what]
@@ -415,14 +426,14 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     else:
         if upstream is None:
             upstream = Upstream(ops.x, 0, 0.0)  # forward: no gradient is written
-        up = (upstream.dy, np.int64(upstream.mode), dt.type(upstream.g))
-        unused = np.empty(0, dt)  # a writable stand-in for an output the call does not write
+        up = (upstream.dy, np.int64(upstream.mode), compute.type(upstream.g))
+        unused = np.empty(0, args.precision.storage)  # a writable stand-in for an output the call does not write
         total = _cpu.run(_cpu_loop(f, dt), "pointwise_loss", n, *common, *up,
                          loss_flat if reduction == "none" and loss_flat is not None else unused,
                          dx_flat if dx_flat is not None else unused,
                      what != "backward" and reduction == "none", reduce, what != "forward", np.int64(CPU_CHUNK))
         if reduce:
-            loss_flat[0] = total * reduction_scale(reduction, n)
+            host_view(loss)[...] = total * reduction_scale(reduction, n)  # rounded once, to the loss's dtype
     args.finish()
     if what == "forward":
         return loss
@@ -431,31 +442,36 @@ def pointwise(f_for_dtype, what, input, target, reduction, grad=None, out=None, 
     return loss, dx
 
 
-_BASE = "{0}[::1], {0}[::1], {0}[::1], int64, {0}[::1], int64, {0}, {0}"
-_UP = "{0}[::1], int64, {0}"
+# {a}: the arrays' storage dtype, {s}: the scalars' compute dtype (gpunn/_half.py)
+_BASE = "{a}[::1], {a}[::1], {a}[::1], int64, {a}[::1], int64, {s}, {s}"
+_UP = "{a}[::1], int64, {s}"
 SIGNATURES = {
-    "forward": f"void({_BASE}, {{0}}[::1])",
+    "forward": f"void({_BASE}, {{a}}[::1])",
     "forward_sum": f"void({_BASE}, float64[:, ::1])",
-    "backward": f"void({_BASE}, {_UP}, {{0}}[::1])",
-    "with_grad": f"void({_BASE}, {_UP}, {{0}}[::1], {{0}}[::1])",
-    "with_grad_sum": f"void({_BASE}, {_UP}, float64[:, ::1], {{0}}[::1])",
+    "backward": f"void({_BASE}, {_UP}, {{a}}[::1])",
+    "with_grad": f"void({_BASE}, {_UP}, {{a}}[::1], {{a}}[::1])",
+    "with_grad_sum": f"void({_BASE}, {_UP}, float64[:, ::1], {{a}}[::1])",
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels(f, dtype, block):
+    """``f``: the loss's math for the compute dtype of ``dtype`` (the arrays' dtype)."""
     dispatchers = _device_kernels(f, dtype, block)
-    name = np.dtype(dtype).name
-    return {key: Kernel(dispatchers[key], sig.format(name), f"pointwise_{key}[{f.__name__}]")
+    names = _half.signature_names(dtype)
+    return {key: Kernel(dispatchers[key], sig.format(**names), f"pointwise_{key}[{f.__name__}]")
             for key, sig in SIGNATURES.items()}
 
 
 def register_pointwise(name, f_for_dtype, extra=()):
-    """Register the five kernels of a pointwise loss (for float32 and float64) with the kernel build check.
+    """Register the five kernels of a pointwise loss (every float dtype) with the kernel build check.
     ``extra``: more (name, build_for_dtype, signature_for_dtype) triples of the loss module."""
     block = 256  # the GPU block size (block_size() outside the simulator)
     for key, sig in SIGNATURES.items():
-        _registry.for_dtypes(f"{name}_{key}", (lambda dt, key=key: _device_kernels(f_for_dtype(dt), dt, block)[key]),
-                             (lambda dt, sig=sig: sig.format(dt)), f64_accumulator=key.endswith("_sum"))
+        _registry.for_dtypes(f"{name}_{key}",
+                             (lambda dt, key=key: _device_kernels(f_for_dtype(_half.precision(dt).compute), dt,
+                                                                  block)[key]),
+                             (lambda dt, sig=sig: sig.format(**_half.signature_names(dt))),
+                             f64_accumulator=key.endswith("_sum"), dtypes=_registry.WITH_HALF)
     for extra_name, build, sig in extra:
-        _registry.for_dtypes(extra_name, build, sig)
+        _registry.for_dtypes(extra_name, build, sig, dtypes=_registry.WITH_HALF)

@@ -60,7 +60,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
     .. math:: \ell_i = w_i \left[(1 - t_i)\, x_i - \bigl(1 + (p_i - 1)\, t_i\bigr) \log\sigma(x_i)\right]
 
     Args:
-        input: logits, float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: logits, float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: probabilities in [0, 1], same shape, kind and dtype as ``input``.
         weight: optional rescaling weight broadcast against ``input`` (see the module docstring for the shapes).
         pos_weight: optional weight of the positive term, broadcast against ``input``; typically shape (C,) for the

@@ -18,9 +18,9 @@ import functools
 import numpy as np
 from numba import cuda, int64, njit
 
-from .. import _errors, _registry
+from .. import _errors, _half, _registry
 from .._args import check_real
-from .._arrays import numba_array
+from .._arrays import host_view, numba_array
 from .._elementwise import typed
 from .._launch import Kernel, current_device_id
 from .._runtime import simulator
@@ -49,25 +49,31 @@ def _math(dtype):
 # ---- CUDA kernels ----------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _check_dispatcher(dtype):
-    (one,) = typed(dtype, 1.0)
+    prec = _half.precision(dtype)
+    ld = _half.kernel_load(prec)
+    (one,) = typed(prec.compute, 1.0)
 
     @cuda.jit
     def _hinge_check_target_kernel(t, flags, slot):
         # flags[slot] = the first index whose label is not exactly -1 or +1
         for i in range(int64(cuda.grid(1)), t.size, int64(cuda.gridsize(1))):
-            ti = t[i]
+            ti = ld(t[i])
             if not (ti == one or ti == -one):
                 cuda.atomic.min(flags, slot, i)
 
     return _hinge_check_target_kernel
 
 
-_CHECK_SIG = "void({0}[::1], int64[::1], int64)"
+_CHECK_SIG = "void({a}[::1], int64[::1], int64)"
+
+
+def _check_signature(dtype):
+    return _CHECK_SIG.format(**_half.signature_names(dtype))
 
 
 @functools.lru_cache(maxsize=None)
 def _check_kernel(dtype):
-    return Kernel(_check_dispatcher(dtype), _CHECK_SIG.format(np.dtype(dtype).name), "hinge_check_target")
+    return Kernel(_check_dispatcher(dtype), _check_signature(dtype), "hinge_check_target")
 
 
 _BAD = "target must hold only -1 and +1 labels for the binary hinge loss"
@@ -75,7 +81,7 @@ _BAD = "target must hold only -1 and +1 labels for the binary hinge loss"
 
 def _check_target(args, ops, validate=False):
     if not args.device:
-        t = ops.t
+        t = host_view(args.array("target"))  # the values, not a half's storage bits
         ok = np.logical_or(t == 1, t == -1)
         if not ok.all():
             raise ValueError(f"{_BAD}; found {t[~ok][0]!r}")
@@ -85,7 +91,8 @@ def _check_target(args, ops, validate=False):
     t = ops.t
 
     def describe(i):
-        return f"{_BAD}; found target.flat[{i}] = {numba_array(t)[i:i + 1].copy_to_host()[0]!r}"
+        bits = numba_array(t)[i:i + 1].copy_to_host()
+        return f"{_BAD}; found target.flat[{i}] = {bits.view(args.dtype)[0]!r}"
 
     flags, slot = _errors.slot(0 if simulator() else current_device_id(), args.stream, describe)
     kernel = _check_kernel(args.dtype)
@@ -105,7 +112,7 @@ def hinge_loss(input, target, margin=1.0, reduction="mean", *, out=None, stream=
     .. math:: \ell_i = \max(0,\ m - t_i x_i), \quad t_i \in \{-1, +1\}
 
     Args:
-        input: scores, float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: scores, float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: labels, exactly -1 or +1, same shape, kind and dtype as ``input`` (else ValueError naming target).
         margin: a finite number (default 1).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
@@ -164,4 +171,4 @@ def hinge_loss_with_grad(input, target, margin=1.0, reduction="mean", grad=None,
 
 
 _common.register_pointwise("hinge_loss", _math)
-_registry.for_dtypes("hinge_check_target", _check_dispatcher, _CHECK_SIG.format)
+_registry.for_dtypes("hinge_check_target", _check_dispatcher, _check_signature, dtypes=_registry.WITH_HALF)

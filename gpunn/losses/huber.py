@@ -10,7 +10,7 @@ Smooth L1 (beta >= 0) = huber(delta=beta) / beta:
         |d| - 0.5 beta               otherwise
     dl/dx = d / beta if |d| < beta else sign(d)
     beta = 0 is exactly the L1 loss (PyTorch routes it to l1_loss), and so is a beta that rounds to 0 in the data's
-    dtype (0 < beta < 7e-46 in float32); beta < 0 is an error.
+    dtype of the math (0 < beta < 7e-46 in float32, float16 and bfloat16); beta < 0 is an error.
 
 Reductions 'none' | 'mean' (sum / numel; NaN for an empty input) | 'sum'; the gradient is times the upstream gradient
 and 1/numel for 'mean'. NaN propagates into loss and gradient.
@@ -22,7 +22,8 @@ from numba import njit
 
 from .._elementwise import typed
 from .._args import check_real
-from .._arrays import FLOAT_DTYPES, dtype_of, kind
+from .. import _half
+from .._arrays import dtype_of, kind
 from . import _common
 from . import l1 as _l1
 
@@ -71,7 +72,8 @@ def _check_delta(delta):
 def _check_beta(beta, input):
     """beta as a float; 0.0 also when it rounds to 0 in the input's dtype (then the loss is exactly l1)."""
     beta = check_real("beta", beta, low=0.0)
-    if kind(input) is not None and dtype_of(input) in FLOAT_DTYPES and dtype_of(input).type(beta) == 0:
+    if kind(input) is not None and _half.is_float(dtype_of(input)) \
+            and _half.precision(dtype_of(input)).compute.type(beta) == 0:
         return 0.0
     return beta
 
@@ -84,7 +86,7 @@ def huber_loss(input, target, delta=1.0, reduction="mean", *, out=None, stream=N
               \delta\,(|d_i| - \tfrac12\delta) & \text{otherwise} \end{cases}, \quad d_i = x_i - t_i
 
     Args:
-        input: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: same shape, kind and dtype as ``input``.
         delta: the threshold, a finite number > 0 (else ValueError naming delta).
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
@@ -142,7 +144,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean", *, out=None, strea
               |d_i| - \tfrac12\beta & \text{otherwise} \end{cases}, \quad d_i = x_i - t_i
 
     Args:
-        input: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: same shape, kind and dtype as ``input``.
         beta: the threshold, a finite number >= 0 (else ValueError naming beta); ``beta = 0`` is exactly
             :func:`l1_loss`.

@@ -43,7 +43,7 @@ def l1_loss(input, target, reduction="mean", *, out=None, stream=None):
     .. math:: \ell = \operatorname{reduce}_i\, |x_i - t_i|
 
     Args:
-        input: float32 or float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
+        input: float16/bfloat16/float32/float64 array of any shape (NumPy, or a device array: CuPy, PyTorch CUDA, Numba).
         target: same shape, kind and dtype as ``input``.
         reduction: ``"mean"`` (sum / numel; NaN for an empty input, as PyTorch), ``"sum"`` or ``"none"``.
         out: optional preallocated per-element result (reduction ``"none"`` only); may alias ``input``.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _cpu, _vector
+from .. import _cpu, _half, _vector
 from .._args import check_real
 from .._arrays import FLOAT_DTYPES, HOST_KINDS, device_array, dtype_of, host_view, is_c_contiguous, kind
 from .._launch import Kernel, block_size, sm_count, stream_of
@@ -268,7 +268,9 @@ class Optimizer:
                 raise TypeError(f"{name} is {'a device' if on_device else 'a host'} array but params[0] is "
                                 f"{'a device' if device else 'a host'} array: all parameters must be on one side")
             if dtype_of(x) not in FLOAT_DTYPES:
-                raise TypeError(f"{name} must be float32 or float64, got {dtype_of(x)}")
+                raise TypeError(f"{name} must be float32 or float64, got {dtype_of(x)}"
+                                + (": float16/bfloat16 are not supported by the optimizers yet"
+                                   if _half.is_half(dtype_of(x)) else ""))
             if not is_c_contiguous(x):
                 raise ValueError(f"{name} must be C-contiguous (the optimizer updates it in place)")
             if not on_device and not host_view(x).flags.writeable:
