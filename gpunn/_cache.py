@@ -138,8 +138,8 @@ def describe(obj, _seen=None):
         return (type(obj).__name__, repr(obj))
     if isinstance(obj, np.generic):
         return ("np", obj.dtype.str, obj.tobytes().hex())
-    if isinstance(obj, np.dtype):
-        return ("dtype", obj.str, repr(obj.descr) if obj.fields else "")
+    if isinstance(obj, np.dtype):  # the name too: ml_dtypes' types share a str ('<V2' is bfloat16 and others)
+        return ("dtype", obj.str, obj.name, repr(obj.descr) if obj.fields else "")
     if isinstance(obj, np.ndarray):
         return ("ndarray", obj.dtype.str, obj.shape, hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest())
     if isinstance(obj, (tuple, list)):

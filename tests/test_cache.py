@@ -216,6 +216,14 @@ def test_describe_tells_closure_values_apart():
     assert len(described) == 6
 
 
+def test_describe_tells_dtypes_apart_that_share_a_str():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    e4m3, int4 = np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.int4)
+    assert e4m3.str == int4.str == "<V1"  # what a key made of .str alone would confuse (bfloat16 is "<V2")
+    assert _cache.describe(e4m3) != _cache.describe(int4)
+    assert _cache.describe(np.dtype(ml_dtypes.bfloat16)) != _cache.describe(np.dtype(np.float16))
+
+
 def test_describe_is_the_same_in_every_process(tmp_path):
     code = ("from gpunn import _cache, _elementwise; import numpy as np, hashlib, sys, importlib\n"
             "m = importlib.import_module('gpunn.activations.gelu')\n"
