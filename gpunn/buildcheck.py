@@ -589,6 +589,28 @@ def quick_subset(specs):
     return [s for s in specs if id(s) in keep]
 
 
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def half_sample(specs):
+    """Every float32 and float64 kernel, and of the float16/bfloat16 kernels one per op module and dtype. A half
+    kernel is its float32 twin's math between 16-bit loads and stores, and NVVM takes about 4x longer on it (about
+    6 s a build on one core), so the test suite's full check builds this sample (``gpunn kernels --half-sample``);
+    ``gpunn kernels`` without it builds every half kernel too."""
+    seen, out = set(), []
+    for spec in specs:
+        if spec.dtype in HALF_DTYPES:
+            try:
+                key = (home_module(spec.build()), spec.dtype)
+            except Exception:  # noqa: BLE001 - a spec that does not build is kept: its failure is the point
+                key = (spec.name, spec.dtype)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(spec)
+    return out
+
+
 _WORK = None  # (specs, ccs) for the worker processes, inherited through fork
 
 
@@ -644,7 +666,8 @@ def _add_sass_at(cc, rows, keep_text):
 
 
 def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None, jobs: int = 1,
-        quick: bool = False, keep_sass: bool = False, offenders=KNOWN_OFFENDERS) -> Report:
+        quick: bool = False, keep_sass: bool = False, offenders=KNOWN_OFFENDERS, half_sample_only: bool = False
+        ) -> Report:
     """Check every registered kernel (or ``specs``) at each compute capability in ``ccs``, in ``jobs`` processes
     (forked; each compiles whole kernels, all targets), then read their SASS (:func:`add_sass`; ``keep_sass``: keep
     the cubins and SASS text for :func:`write_files`) and judge the SASS rules against ``offenders``. Raises
@@ -659,6 +682,8 @@ def run(ccs=DEFAULT_CCS, pattern: str | None = None, specs=None, progress=None, 
         specs, errors, aliases = collect(pattern)
     if quick:
         specs = quick_subset(specs)
+    elif half_sample_only:
+        specs = half_sample(specs)
     rows = []
     _WORK = (specs, ccs)
     try:

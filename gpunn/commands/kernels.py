@@ -31,6 +31,8 @@ def _argv(args):
         argv.append("--verbose")
     if args.quick:
         argv.append("--quick")
+    if args.half_sample:
+        argv.append("--half-sample")
     if args.output:
         argv += ["--output", args.output]
     argv += ["--jobs", str(args.jobs)]
@@ -58,7 +60,7 @@ def run(args):
                                      file=sys.stderr, flush=True)
     try:
         report = buildcheck.run(ccs, pattern=args.filter, progress=progress, jobs=args.jobs, quick=args.quick,
-                                keep_sass=bool(args.output))
+                                keep_sass=bool(args.output), half_sample_only=args.half_sample)
     except buildcheck.ToolchainError as exc:
         print(f"gpunn kernels: toolchain missing: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +93,9 @@ def register(subparsers):
     p.add_argument("--filter", metavar="NAME", help="only kernels whose name contains NAME (or matches it as a glob)")
     p.add_argument("--quick", action="store_true",
                    help="one kernel per op module (its float32 one): a fast smoke check")
+    p.add_argument("--half-sample", action="store_true",
+                   help="every float32/float64 kernel, and one float16/bfloat16 kernel per op module and dtype (half "
+                        "kernels take about 4x longer to compile; the test suite checks this sample)")
     p.add_argument("--jobs", "-j", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                    help="compile in N processes (default: the number of CPUs)")
     p.add_argument("--output", metavar="DIR",
