@@ -122,7 +122,7 @@ class Call:
 def _dtype(data, half=False):
     """A float32/float64 dtype mostly, sometimes a bad one (float16 only for ops that do not take half yet: the
     half-precision ops are checked in tests/test_half.py)."""
-    bad = [np.int64] if half else [np.int64, np.float16]
+    bad = [np.int64, np.int32] if half else [np.int64, np.float16]
     return np.dtype(data.draw(st.sampled_from([np.float32, np.float64] * 3 + bad), label="dtype"))
 
 
@@ -149,7 +149,9 @@ def test_elementwise_activations(mode, data):
     backward = data.draw(st.booleans(), label="backward")
     dtype, shape = _dtype(data, half=True), _shape(data, mode)
     call = Call(mode, data)
-    x, out, out_what = call.input_and_out(shape, dtype, specials=True)
+    # A saved output (tanh, sigmoid: y, in [-1, 1]) gets no huge specials: y = 3e38 is no output of the forward, and
+    # the float32 kernel's y * y overflows where the float64 reference's does not (NaN against -0.0)
+    x, out, out_what = call.input_and_out(shape, dtype, specials=not (backward and op.saved == "y"))
     dy = call.put(call.values(shape, dtype, specials=True)) if backward else None
     params = dict(op.params)
     if params and data.draw(st.booleans(), label="perturb a parameter"):
