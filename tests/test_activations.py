@@ -50,8 +50,11 @@ def ref_gelu_tanh(x):
 
 
 def ref_gelu_tanh_backward(dy, x):
-    t = np.tanh(K_TANH * (x + C_TANH * x**3))
-    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K_TANH * (1 + 3 * C_TANH * x * x))
+    # (1 + tanh u) / 2 = 1 / (1 + e^-2u) and 1 - tanh^2 u = 1 / cosh^2 u: no cancellation in the tails, where
+    # tanh u rounds to -1 and the difference form gives 0 for a tiny non-zero slope
+    u = K_TANH * (x + C_TANH * x**3)
+    with np.errstate(over="ignore"):
+        return dy * (1 / (1 + np.exp(-2 * u)) + 0.5 * x / np.cosh(u) ** 2 * K_TANH * (1 + 3 * C_TANH * x * x))
 
 
 def ref_softplus(x, beta, threshold):

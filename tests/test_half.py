@@ -7,6 +7,8 @@ never gpunn's code) and with PyTorch on the same inputs, both within PyTorch's o
 a GPU). bfloat16 NumPy arrays come from ml_dtypes (skipped without it); PyTorch CPU tensors go in and come out.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,14 @@ def test_activation_matches_torch(op, dtype, mode, rng):
     # The gradient at x = NaN is left out: PyTorch's own CPU half kernels disagree there (elu_backward gives dy for
     # 3 elements, NaN for 39: its vectorised and scalar paths differ); gpunn gives dy as PyTorch's float32 does.
     known = ~np.isnan(x)
+    if op.name == "gelu" and op.params.get("approximate") == "tanh":
+        # where x * x overflows float32 (bfloat16's extremes) PyTorch's backward is 0 * inf = NaN; gpunn gives the
+        # limit, dy or 0
+        x32 = x.astype(np.float32)
+        huge = np.isfinite(x32) & (np.abs(x32.astype(np.float64)) > math.sqrt(np.finfo(np.float32).max))
+        limit = np.where(x32[huge] > 0, dy.astype(np.float32)[huge], 0.0)
+        np.testing.assert_array_equal(np.asarray(get(dx)).astype(np.float32)[huge], limit)
+        known &= ~huge
     for got, want, keep, what in ((y, yt, slice(None), "forward"), (dx, dxt, known, "backward")):
         got = np.asarray(get(got))
         assert got.dtype == dtype, f"{op!r} {what}: dtype {got.dtype}"

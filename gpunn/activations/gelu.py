@@ -14,7 +14,8 @@ approximate="tanh":
     (no cancellation).
 
 Infinities follow the formulas as PyTorch evaluates them: gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, and the
-backward is NaN at +-inf (inf * 0). PyTorch's float32 CPU kernel gives NaN at +inf for "none" (its vectorised erf);
+backward is NaN at +-inf (inf * 0). At a finite x whose x^3 overflows, the tanh form's backward is its limit (1 or 0):
+PyTorch's float32 kernel gives NaN there. PyTorch's float32 CPU kernel gives NaN at +inf for "none" (its vectorised erf);
 gpunn gives +inf there, as PyTorch does in float64.
 """
 
@@ -107,7 +108,7 @@ def _tanh_forward_math(dtype):
 
 @functools.lru_cache(maxsize=None)
 def _tanh_backward_math(dtype):
-    one, two_k, c3, c = typed(dtype, 1.0, 2.0 * _K, 3.0 * _C, _C)
+    zero, one, two_k, c3, c = typed(dtype, 0.0, 1.0, 2.0 * _K, 3.0 * _C, _C)
     exp = _vecmath.for_dtype(dtype).exp
 
     @njit(inline="always")
@@ -116,8 +117,10 @@ def _tanh_backward_math(dtype):
         e = exp(-two_k * (x + c * (x2 * x)))  # exp(-2u)
         s = one / (one + e)                    # sigmoid(2u) = (1 + tanh u) / 2
         oms = e * s if e <= one else one - s   # 1 - s without cancellation
-        # dx = dy * (s + x s (1 - s) * 2k (1 + 3c x^2))  (= 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3c x^2))
-        return dy * (s + x * s * oms * (two_k * (one + c3 * x2)))
+        # dx = dy * (s + x s (1 - s) * 2k (1 + 3c x^2))  (= 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3c x^2)); where
+        # s (1 - s) is 0 so is that term, also when x^2 overflows (|x| > 1.8e19 in float32: 0 * inf would be NaN)
+        xso = x * s * oms
+        return dy * (s + (xso * (two_k * (one + c3 * x2)) if xso != zero else zero))
 
     return f
 
